@@ -1,0 +1,60 @@
+"""Alembic environment for pgveil.
+
+The target comes from the caller (``pgveil install``), ``-x database_url=…``, else ``DATABASE_URL``, else the
+running sandbox. Preflight checks run before anything is changed, and their
+failures reach the user as one ``FAILED: …`` line from Alembic.
+"""
+
+from __future__ import annotations
+
+from logging.config import fileConfig
+
+from alembic import context
+from alembic.util import CommandError
+from sqlalchemy import create_engine
+from sqlalchemy.pool import NullPool
+
+from pgveil import config as pgveil_config
+from pgveil import preflight
+from pgveil.errors import PgveilError
+
+VERSION_TABLE = "pgveil_version"
+
+
+def run_migrations(connection) -> None:
+    context.configure(
+        connection=connection,
+        version_table=VERSION_TABLE,
+        # One transaction for the whole upgrade: a failed step leaves the
+        # database as it was.
+        transaction_per_migration=False,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def main() -> None:
+    if context.config.config_file_name is not None:
+        fileConfig(context.config.config_file_name, disable_existing_loggers=False)
+    if context.is_offline_mode():
+        raise CommandError(
+            "pgveil migrations run online only: they generate keys and dictionaries in the database"
+        )
+    connection = context.config.attributes.get("connection")
+    if connection is not None:
+        run_migrations(connection)
+        return
+    try:
+        explicit = context.config.attributes.get("database_url") or context.get_x_argument(
+            as_dictionary=True
+        ).get("database_url")
+        url = pgveil_config.database_url(explicit)
+        preflight.run(url)
+    except PgveilError as exc:
+        raise CommandError(str(exc)) from None
+    engine = create_engine(pgveil_config.sqlalchemy_url(url), poolclass=NullPool)
+    with engine.connect() as connection:
+        run_migrations(connection)
+
+
+main()

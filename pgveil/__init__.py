@@ -1,0 +1,3 @@
+"""pgveil: an in-database privacy toolkit for PostgreSQL."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from pgveil.cli import app
+
+app(prog_name="pgveil")

@@ -1,0 +1,133 @@
+"""The `pgveil` command line."""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Annotated, Optional
+
+import psycopg
+import typer
+from alembic.util import CommandError
+from rich.console import Console
+from rich.table import Table
+
+from pgveil import config, inventory, migrate, preflight, sandbox
+from pgveil.errors import PgveilError
+
+app = typer.Typer(help="pgveil: in-database privacy toolkit for PostgreSQL.", no_args_is_help=True)
+sandbox_app = typer.Typer(help="A throwaway local PostgreSQL cluster.", no_args_is_help=True)
+app.add_typer(sandbox_app, name="sandbox")
+
+out = Console()
+err = Console(stderr=True)
+
+DatabaseUrl = Annotated[
+    Optional[str],
+    typer.Option("--database-url", help="postgresql:// URL; default: $DATABASE_URL, else the sandbox."),
+]
+
+
+def reports_errors(fn):
+    """Turn expected failures into one line on stderr and exit code 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (PgveilError, CommandError) as exc:
+            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        except psycopg.Error as exc:
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            err.print(f"[red]error:[/red] {first_line}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+
+    return wrapper
+
+
+@sandbox_app.command("start")
+@reports_errors
+def sandbox_start() -> None:
+    """Start the sandbox cluster (or reuse the running one) and print its URL."""
+    print(sandbox.start().url)
+
+
+@sandbox_app.command("url")
+@reports_errors
+def sandbox_url() -> None:
+    """Print the running sandbox's URL; exit 1 when none is running."""
+    state = sandbox.status()
+    if state is None:
+        raise PgveilError("no sandbox is running — start one with `pgveil sandbox start`")
+    print(state.url)
+
+
+@sandbox_app.command("stop")
+@reports_errors
+def sandbox_stop() -> None:
+    """Stop the sandbox cluster and delete its data."""
+    if sandbox.stop():
+        err.print("sandbox stopped")
+
+
+@app.command("preflight")
+@reports_errors
+def preflight_command(database_url: DatabaseUrl = None) -> None:
+    """Check that pgveil can be installed into the target database (changes nothing)."""
+    preflight.run(config.database_url(database_url))
+    out.print("[green]ok[/green]: pgveil can be installed here")
+
+
+@app.command("install")
+@reports_errors
+def install(database_url: DatabaseUrl = None) -> None:
+    """Install or upgrade the toolkit (Alembic upgrade to the toolkit's head)."""
+    url = config.database_url(database_url)
+    migrate.upgrade(url)
+    _print_installed(url)
+
+
+@app.command("uninstall")
+@reports_errors
+def uninstall(database_url: DatabaseUrl = None) -> None:
+    """Remove everything the toolkit installed (Alembic downgrade to base)."""
+    migrate.downgrade(config.database_url(database_url))
+    out.print("pgveil removed")
+
+
+@app.command("demo")
+@reports_errors
+def demo(
+    keep: Annotated[bool, typer.Option("--keep", help="Leave the sandbox running afterwards.")] = False,
+) -> None:
+    """Install the toolkit and the demo application into the sandbox (or $DATABASE_URL)."""
+    started_here = False
+    url = None
+    try:
+        if not _database_url_given():
+            started_here = sandbox.status() is None
+            url = sandbox.start().url
+            err.print(f"sandbox: {url}", highlight=False)
+        url = config.database_url(url)
+        migrate.upgrade(url, with_demo=True)
+        _print_installed(url)
+    finally:
+        if started_here and not keep:
+            sandbox.stop()
+            err.print("sandbox stopped (use --keep to explore it)")
+
+
+def _database_url_given() -> bool:
+    return bool(os.environ.get("DATABASE_URL"))
+
+
+def _print_installed(url: str) -> None:
+    with preflight.connect(url) as conn:
+        version = inventory.installed_version(conn)
+        table = Table(title=f"pgveil {version} installed")
+        table.add_column("schema")
+        table.add_column("objects")
+        table.add_column("count", justify="right")
+        for schema, kind, count in inventory.objects_by_schema(conn):
+            table.add_row(schema, kind, str(count))
+        out.print(table)
