@@ -14,6 +14,7 @@ from alembic.util import CommandError
 from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
+import pgveil.alembic_ops  # noqa: F401  (registers op.security_label, op.rotate_key)
 from pgveil import config as pgveil_config
 from pgveil import preflight
 from pgveil.errors import PgveilError

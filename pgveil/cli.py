@@ -80,10 +80,13 @@ def preflight_command(database_url: DatabaseUrl = None) -> None:
 
 @app.command("install")
 @reports_errors
-def install(database_url: DatabaseUrl = None) -> None:
+def install(
+    database_url: DatabaseUrl = None,
+    locale: Annotated[str, typer.Option(help="Faker locale of the fake-value dictionaries.")] = "en_US",
+) -> None:
     """Install or upgrade the toolkit (Alembic upgrade to the toolkit's head)."""
     url = config.database_url(database_url)
-    migrate.upgrade(url)
+    migrate.upgrade(url, locale=locale)
     _print_installed(url)
 
 

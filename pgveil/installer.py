@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import psycopg
 
-from pgveil.resources import read_sql
+from pgveil.resources import read_sql, sql_dir
 
 # SQL files write @pgcrypto@ where they call pgcrypto: its schema is wherever
 # the database has it (pgveil creates it in veil_ext only when it is missing).
@@ -39,3 +39,8 @@ def run_file(relative: str) -> None:
     from alembic import op
 
     execute_sql_file(driver_connection(op.get_bind()), relative)
+
+
+def sql_files(directory: str) -> list[str]:
+    """The files of ``sql/<directory>/`` in install order (by name: 10_…, 20_…)."""
+    return [f"{directory}/{p.name}" for p in sorted((sql_dir() / directory).glob("*.sql"))]

@@ -9,7 +9,7 @@ from alembic.script import ScriptDirectory
 from pgveil import resources
 
 
-def alembic_config(database_url: str, *, with_demo: bool = False) -> Config:
+def alembic_config(database_url: str, *, with_demo: bool = False, locale: str | None = None) -> Config:
     """Config for the toolkit's revisions, plus the demo application's if asked."""
     cfg = Config()
     cfg.set_main_option("script_location", str(resources.migrations_dir()))
@@ -19,6 +19,7 @@ def alembic_config(database_url: str, *, with_demo: bool = False) -> Config:
     cfg.set_main_option("path_separator", "os")
     cfg.set_main_option("version_locations", ":".join(str(p) for p in locations))
     cfg.attributes["database_url"] = database_url
+    cfg.attributes["locale"] = locale  # Faker locale of the fake dictionaries
     return cfg
 
 
@@ -26,8 +27,9 @@ def heads(cfg: Config) -> tuple[str, ...]:
     return ScriptDirectory.from_config(cfg).get_heads()
 
 
-def upgrade(database_url: str, *, with_demo: bool = False, target: str = "head") -> None:
-    command.upgrade(alembic_config(database_url, with_demo=with_demo), target)
+def upgrade(database_url: str, *, with_demo: bool = False, target: str = "head",
+            locale: str | None = None) -> None:
+    command.upgrade(alembic_config(database_url, with_demo=with_demo, locale=locale), target)
 
 
 def downgrade(database_url: str, *, with_demo: bool = False, target: str = "base") -> None:

@@ -1,0 +1,107 @@
+"""Benchmark: per-row cost of each masking function relative to md5(column).
+
+Builds a 1,000,000-row table on a sandbox server (or $DATABASE_URL), installs
+pgveil, and times `SELECT count(<expression>) FROM t` for each function and
+for the baseline md5(email), best of three, in the same run. Prints the ratio
+to the baseline and whether it meets the target (2x; 4x for fake_*/pseudo_*).
+
+    uv run python bench/functions.py [--rows N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from pgveil import migrate, sandbox
+
+BASELINE = "md5(email)"
+CASES = [
+    # (label, expression, target ratio)
+    ("token", "veil.token(email)", 2.0),
+    ("token, set-based (as generated triggers apply it)",
+     "veil_private.hmac_token(email, '', k.version, k.key)", 2.0),
+    ("digest", "veil.digest(email, 'salt', 'sha256')", 2.0),
+    ("partial", "veil.partial(email, 2, '***', 2)", 2.0),
+    ("partial_email", "veil.partial_email(email)", 2.0),
+    ("noise", "veil.noise(amount, 0.1)", 2.0),
+    ("dnoise", "veil.dnoise(day, interval '10 days')", 2.0),
+    ("generalize_int4range", "veil.generalize_int4range(n, 10)", 2.0),
+    ("generalize_daterange", "veil.generalize_daterange(day, 'month')", 2.0),
+    ("fake_first_name", "veil.fake_first_name()", 4.0),
+    ("fake_email", "veil.fake_email()", 4.0),
+    ("pseudo_first_name", "veil.pseudo_first_name(email)", 4.0),
+    ("pseudo_email", "veil.pseudo_email(email)", 4.0),
+]
+KEY_JOIN = ", (SELECT version, key FROM veil_private.keys WHERE is_current) AS k"
+
+
+def timed(conn: psycopg.Connection, expression: str, repeats: int = 3) -> float:
+    query = f"SELECT count({expression}) FROM bench.t" + (KEY_JOIN if "k.key" in expression else "")
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        conn.execute(query.encode())
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def build(url: str, rows: int) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA IF EXISTS bench CASCADE")
+        conn.execute("CREATE SCHEMA bench")
+        conn.execute(
+            "CREATE TABLE bench.t AS SELECT g AS id, 'user' || g || '@example.com' AS email, g %% 1000 AS n,"
+            " (g %% 10000)::numeric / 100 AS amount, date '2020-01-01' + g %% 2000 AS day"
+            " FROM generate_series(1, %s) g",
+            (rows,),
+        )
+        conn.execute("VACUUM ANALYZE bench.t")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    args = parser.parse_args()
+
+    root = None
+    server_url = os.environ.get("DATABASE_URL")
+    if not server_url:
+        root = Path(tempfile.mkdtemp(prefix="pgveil-bench-"))
+        server_url = sandbox.start(root).url
+    try:
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute("DROP DATABASE IF EXISTS pgveil_bench_functions")
+            admin.execute("CREATE DATABASE pgveil_bench_functions")
+        url = server_url.rsplit("/", 1)[0] + "/pgveil_bench_functions"
+        migrate.upgrade(url)
+        build(url, args.rows)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("SET max_parallel_workers_per_gather = 0")  # one core per query, both sides
+            base = timed(conn, BASELINE)
+            print(f"{args.rows:,} rows; baseline {BASELINE}: {base * 1000:.0f} ms")
+            print(f"{'function':52} {'ms':>7} {'ratio':>6}  target")
+            missed = 0
+            for label, expression, target in CASES:
+                elapsed = timed(conn, expression)
+                ratio = elapsed / base
+                ok = ratio <= target
+                missed += not ok
+                print(f"{label:52} {elapsed * 1000:7.0f} {ratio:6.2f}  <= {target:.1f} {'ok' if ok else 'MISSED'}")
+            print(f"{len(CASES) - missed} of {len(CASES)} within target")
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute("DROP DATABASE pgveil_bench_functions")
+    finally:
+        if root is not None:
+            sandbox.stop(root)
+            root.rmdir()
+
+
+if __name__ == "__main__":
+    main()
