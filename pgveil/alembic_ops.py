@@ -5,6 +5,9 @@ Importing this module registers them, after which a revision can write::
     op.security_label("mask", "COLUMN", "public.customer.email",
                       "MASKED WITH FUNCTION veil.partial_email(email)")
     op.rotate_key()
+    op.stream_table("public.customer")
+    with op.get_context().autocommit_block():
+        op.backfill_table("public.customer")
 
 Like Alembic's own operations they are reversible: an operation carries the
 state it replaces (``previous_label``), and ``reverse()`` gives the operation
@@ -71,3 +74,62 @@ class RotateKeyOp(MigrateOperation):
 def _rotate_key(operations: Operations, operation: RotateKeyOp) -> None:
     function = "veil.unrotate_key()" if operation.undo else "veil.rotate_key()"
     operations.execute(text(f"SELECT {function}"))
+
+
+@Operations.register_operation("stream_table")
+class StreamTableOp(MigrateOperation):
+    """Stream a table into the sanitized schema (reverse: unstream it)."""
+
+    def __init__(self, source: str, policy: str = "sanitized", remove: bool = False) -> None:
+        self.source = source
+        self.policy = policy
+        self.remove = remove
+
+    @classmethod
+    def stream_table(cls, operations: Operations, source: str, policy: str = "sanitized") -> None:
+        operations.invoke(cls(source, policy))
+
+    @classmethod
+    def unstream_table(cls, operations: Operations, source: str) -> None:
+        operations.invoke(cls(source, remove=True))
+
+    def reverse(self) -> StreamTableOp:
+        return StreamTableOp(self.source, self.policy, remove=not self.remove)
+
+
+Operations.register_operation("unstream_table", "unstream_table")(StreamTableOp)
+
+
+@Operations.implementation_for(StreamTableOp)
+def _stream_table(operations: Operations, operation: StreamTableOp) -> None:
+    if operation.remove:
+        statement = text("SELECT veil.unstream(CAST(:source AS regclass))").bindparams(source=operation.source)
+    else:
+        statement = text("SELECT veil.stream(CAST(:source AS regclass), :policy)").bindparams(
+            source=operation.source, policy=operation.policy)
+    operations.execute(statement)
+
+
+@Operations.register_operation("backfill_table")
+class BackfillTableOp(MigrateOperation):
+    """Copy a streamed table's existing rows in committed batches.
+
+    Run it inside ``op.get_context().autocommit_block()``: the backfill commits
+    per batch, so that a big table never makes one huge transaction.
+    """
+
+    def __init__(self, source: str, batch_size: int = 10_000) -> None:
+        self.source = source
+        self.batch_size = batch_size
+
+    @classmethod
+    def backfill_table(cls, operations: Operations, source: str, batch_size: int = 10_000) -> None:
+        operations.invoke(cls(source, batch_size))
+
+
+@Operations.implementation_for(BackfillTableOp)
+def _backfill_table(operations: Operations, operation: BackfillTableOp) -> None:
+    operations.execute(
+        text("CALL veil.backfill(CAST(:source AS regclass), :batch_size)").bindparams(
+            source=operation.source, batch_size=operation.batch_size)
+    )

@@ -81,14 +81,19 @@ def test_a_failing_step_rolls_back_the_whole_upgrade(bare):
 
 
 def test_a_non_superuser_database_owner_can_install_and_uninstall(bare):
+    # The toolkit; the demo streams tables, which needs event triggers.
     owner = bare.role("owner")
     bare.execute(f'ALTER DATABASE "{bare.name}" OWNER TO "{owner.name}"')
     bare.execute(f'ALTER SCHEMA public OWNER TO "{owner.name}"')
-    migrate.upgrade(owner.url, with_demo=True)
+    migrate.upgrade(owner.url)
     assert bare.scalar("SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = 'veil_private'") == owner.name
     with owner.connect() as conn:
         assert conn.execute("SELECT veil.version()").fetchone()[0] == "0.1.0"
-    migrate.downgrade(owner.url, with_demo=True)
+    with owner.connect() as conn, pytest.raises(psycopg.errors.RaiseException, match="DDL event trigger"):
+        conn.execute("CREATE TABLE t (id int PRIMARY KEY)")
+        conn.execute("SELECT veil.security_label('sanitized', 'COLUMN', 'public.t.id', 'NOT MASKED')")
+        conn.execute("SELECT veil.stream('public.t')")
+    migrate.downgrade(owner.url)
     assert bare.scalar("SELECT to_regnamespace('veil')") is None
 
 

@@ -30,6 +30,8 @@ CREATE TABLE veil_private.column_rules (
     -- Deparsed by PostgreSQL, column references as "veil@col@<attnum>";
     -- NULL for NOT MASKED.
     expression text,
+    -- The expression's own type (before any cast to the column's type).
+    expression_type text,
     uses_keyed boolean  NOT NULL DEFAULT false,
     PRIMARY KEY (policy, relid, attnum)
 );
@@ -48,10 +50,11 @@ CREATE TABLE veil_private.schema_rules (
 REVOKE ALL ON veil_private.policies, veil_private.column_rules, veil_private.role_rules,
     veil_private.schema_rules FROM PUBLIC;
 
--- The stored expression with current column names.
-CREATE FUNCTION veil_private.render_expression(expression text, relid oid)
+-- The stored expression with current column names, qualified by row_alias
+-- when one is given (generated statements read several relations).
+CREATE FUNCTION veil_private.render_expression(expression text, relid oid, row_alias text DEFAULT NULL)
 RETURNS text
-LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE
+LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog
 AS $$
 DECLARE
@@ -62,12 +65,12 @@ BEGIN
         WHERE attrelid = relid AND attnum > 0 AND NOT attisdropped
     LOOP
         expression := pg_catalog.replace(expression, pg_catalog.format('"veil@col@%s"', col.attnum),
-                                         pg_catalog.quote_ident(col.attname));
+            coalesce(pg_catalog.quote_ident(row_alias) || '.', '') || pg_catalog.quote_ident(col.attname));
     END LOOP;
     RETURN expression;
 END
 $$;
-REVOKE ALL ON FUNCTION veil_private.render_expression(text, oid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION veil_private.render_expression(text, oid, text) FROM PUBLIC;
 
 CREATE VIEW veil.policies AS
     SELECT name AS policy, delivery, pass_through_unlabeled, allow_keyed_functions

@@ -54,7 +54,7 @@ $$;
 -- built-in objects).
 CREATE FUNCTION veil_private.validate_expression(
     policy text, relid oid, attnum smallint, kind text, expression text,
-    OUT deparsed text, OUT uses_keyed boolean)
+    OUT deparsed text, OUT uses_keyed boolean, OUT expression_type text)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog
 AS $$
@@ -145,11 +145,13 @@ BEGIN
         LOOP
             deparsed := pg_catalog.replace(deparsed, col.reference, pg_catalog.format('"veil@col@%s"', col.attnum));
         END LOOP;
+        SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) INTO expression_type
+        FROM pg_catalog.pg_attribute a WHERE a.attrelid = view_oid AND a.attnum = 1;
         -- Undo the view; the error carries the result out of the subtransaction.
-        RAISE EXCEPTION USING ERRCODE = 'PVOK0', MESSAGE = deparsed;
+        RAISE EXCEPTION USING ERRCODE = 'PVOK0', MESSAGE = deparsed, DETAIL = expression_type;
     EXCEPTION
         WHEN SQLSTATE 'PVOK0' THEN
-            deparsed := SQLERRM;
+            GET STACKED DIAGNOSTICS deparsed = MESSAGE_TEXT, expression_type = PG_EXCEPTION_DETAIL;
         WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS hint = PG_EXCEPTION_HINT;
             RAISE EXCEPTION 'pgveil: rule rejected for %.%: %',

@@ -34,6 +34,7 @@ DECLARE
     kind text;
     checked_expression text;
     checked_keyed boolean := false;
+    checked_type text;
 BEGIN
     IF label IS NULL THEN
         DELETE FROM veil_private.column_rules r
@@ -44,7 +45,7 @@ BEGIN
     parsed := pg_catalog.regexp_match(label, '^\s*MASKED\s+WITH\s+(FUNCTION|VALUE)\s+(.*\S)\s*$', 'i');
     IF parsed IS NOT NULL THEN
         kind := pg_catalog.lower(parsed[1]);
-        SELECT v.deparsed, v.uses_keyed INTO checked_expression, checked_keyed
+        SELECT v.deparsed, v.uses_keyed, v.expression_type INTO checked_expression, checked_keyed, checked_type
         FROM veil_private.validate_expression(policy, relid, attnum, kind, parsed[2]) AS v;
     ELSIF label ~* '^\s*NOT\s+MASKED\s*$' THEN
         kind := 'not_masked';
@@ -52,11 +53,12 @@ BEGIN
         RAISE EXCEPTION 'pgveil: unknown column label %', pg_catalog.quote_literal(label)
             USING HINT = 'Column labels are MASKED WITH FUNCTION <call>, MASKED WITH VALUE <constant>, or NOT MASKED.';
     END IF;
-    INSERT INTO veil_private.column_rules AS r (policy, relid, attnum, label, kind, expression, uses_keyed)
-    VALUES (policy, relid, attnum, label, kind, checked_expression, checked_keyed)
+    INSERT INTO veil_private.column_rules AS r
+        (policy, relid, attnum, label, kind, expression, expression_type, uses_keyed)
+    VALUES (policy, relid, attnum, label, kind, checked_expression, checked_type, checked_keyed)
     ON CONFLICT ON CONSTRAINT column_rules_pkey DO UPDATE
     SET label = EXCLUDED.label, kind = EXCLUDED.kind, expression = EXCLUDED.expression,
-        uses_keyed = EXCLUDED.uses_keyed;
+        expression_type = EXCLUDED.expression_type, uses_keyed = EXCLUDED.uses_keyed;
 END
 $$;
 

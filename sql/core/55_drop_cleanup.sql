@@ -1,7 +1,6 @@
 -- Dropping a table, column or schema removes its rules in the same
 -- transaction, so no stale rule can ever apply to an object that later
--- reuses the oid. Event triggers need a superuser; where the installing role
--- is not one, veil_private.forget_stale_rules() sweeps before every change.
+-- reuses the oid. Where the installing role may not create event triggers, veil_private.forget_stale_rules() sweeps before every change.
 
 CREATE FUNCTION veil_private.forget_dropped_objects()
 RETURNS event_trigger
@@ -35,9 +34,9 @@ REVOKE ALL ON FUNCTION veil_private.forget_dropped_objects() FROM PUBLIC;
 
 DO $$
 BEGIN
-    IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = CURRENT_USER) THEN
-        CREATE EVENT TRIGGER veil_forget_dropped_objects ON sql_drop
-            EXECUTE FUNCTION veil_private.forget_dropped_objects();
-    END IF;
+    CREATE EVENT TRIGGER veil_forget_dropped_objects ON sql_drop
+        EXECUTE FUNCTION veil_private.forget_dropped_objects();
+EXCEPTION WHEN insufficient_privilege THEN
+    RAISE NOTICE 'pgveil: this role may not create event triggers; stale rules are swept before each change';
 END
 $$;

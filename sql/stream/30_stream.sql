@@ -1,0 +1,328 @@
+-- veil.stream / veil.unstream, and the generated triggers behind them.
+
+-- sanitized.<table> for public tables, sanitized.<schema>__<table> otherwise.
+CREATE FUNCTION veil_private.copy_name(source oid)
+RETURNS name
+LANGUAGE sql STABLE STRICT
+SET search_path = pg_catalog
+AS $$
+    SELECT CASE WHEN n.nspname = 'public' THEN c.relname
+                ELSE (n.nspname || '__' || c.relname)::name END
+    FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.oid = source
+$$;
+
+-- The columns of a stream's copy: one per rule of its policy on the source.
+CREATE FUNCTION veil_private.copy_columns(source oid, policy text)
+RETURNS TABLE (attnum smallint, name name, type text, expression text, is_key boolean)
+LANGUAGE sql STABLE STRICT
+SET search_path = pg_catalog
+AS $$
+    SELECT a.attnum, a.attname,
+           CASE r.kind WHEN 'not_masked' THEN pg_catalog.format_type(a.atttypid, a.atttypmod)
+                       ELSE r.expression_type END,
+           veil_private.compiled_column(r.policy, r.relid, r.attnum, 'src'),
+           a.attnum = ANY (i.indkey)
+    FROM veil_private.column_rules r
+    JOIN pg_catalog.pg_attribute a ON a.attrelid = r.relid AND a.attnum = r.attnum AND NOT a.attisdropped
+    LEFT JOIN pg_catalog.pg_index i ON i.indrelid = r.relid AND i.indisprimary
+    WHERE r.relid = source AND r.policy = copy_columns.policy
+    ORDER BY a.attnum
+$$;
+
+-- The current key, read once per generated statement.
+CREATE FUNCTION veil_private.key_join()
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog
+AS $$ SELECT '(SELECT k.version, k.key FROM veil_private.keys k WHERE k.is_current) AS veil_key' $$;
+
+-- Create or re-create a stream's copy columns, trigger function and triggers
+-- to match the source and the rules as they are now.
+CREATE FUNCTION veil_private.build_stream(source oid)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog
+AS $$
+DECLARE
+    s veil_private.streams;
+    col record;
+    target_name name;
+    existing name;
+    cols text;
+    exprs text;
+    updates text;
+    key_cols text;
+    key_exprs text;
+    key_match text;
+    raw_key_match text;
+    fn_name name := 'stream_' || source;
+BEGIN
+    SELECT * INTO s FROM veil_private.streams WHERE streams.source = build_stream.source;
+
+    -- Copy columns follow the rules: dropped, renamed, added, retyped.
+    FOR col IN
+        SELECT sc.attnum, a.attname AS target_col
+        FROM veil_private.stream_columns sc
+        JOIN pg_catalog.pg_attribute a ON a.attrelid = s.target AND a.attnum = sc.target_attnum
+        WHERE sc.source = s.source
+          AND sc.attnum NOT IN (SELECT c.attnum FROM veil_private.copy_columns(s.source, s.policy) c)
+    LOOP
+        EXECUTE pg_catalog.format('ALTER TABLE %s DROP COLUMN %I', s.target::regclass, col.target_col);
+        DELETE FROM veil_private.stream_columns sc WHERE sc.source = s.source AND sc.attnum = col.attnum;
+    END LOOP;
+    FOR col IN SELECT * FROM veil_private.copy_columns(s.source, s.policy) LOOP
+        SELECT a.attname INTO existing
+        FROM veil_private.stream_columns sc
+        JOIN pg_catalog.pg_attribute a ON a.attrelid = s.target AND a.attnum = sc.target_attnum
+        WHERE sc.source = s.source AND sc.attnum = col.attnum;
+        IF existing IS NULL THEN
+            EXECUTE pg_catalog.format('ALTER TABLE %s ADD COLUMN %I %s', s.target::regclass, col.name, col.type);
+            INSERT INTO veil_private.stream_columns (source, attnum, target_attnum)
+            SELECT s.source, col.attnum, a.attnum FROM pg_catalog.pg_attribute a
+            WHERE a.attrelid = s.target AND a.attname = col.name;
+            UPDATE veil_private.streams SET needs_backfill = true WHERE streams.source = s.source;
+        ELSE
+            IF existing <> col.name THEN
+                EXECUTE pg_catalog.format('ALTER TABLE %s RENAME COLUMN %I TO %I', s.target::regclass, existing, col.name);
+            END IF;
+            IF (SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a
+                WHERE a.attrelid = s.target AND a.attname = col.name) <> col.type THEN
+                EXECUTE pg_catalog.format('ALTER TABLE %s ALTER COLUMN %I TYPE %s USING %I::%s',
+                    s.target::regclass, col.name, col.type, col.name, col.type);
+            END IF;
+        END IF;
+    END LOOP;
+
+    SELECT pg_catalog.string_agg(pg_catalog.quote_ident(c.name), ', '),
+           pg_catalog.string_agg(c.expression, ', '),
+           pg_catalog.string_agg(pg_catalog.format('%1$I = EXCLUDED.%1$I', c.name), ', ') FILTER (WHERE NOT c.is_key),
+           pg_catalog.string_agg(pg_catalog.quote_ident(c.name), ', ') FILTER (WHERE c.is_key),
+           pg_catalog.string_agg(c.expression || ' AS ' || pg_catalog.quote_ident(c.name), ', ') FILTER (WHERE c.is_key),
+           pg_catalog.string_agg(pg_catalog.format('t.%1$I = gone.%1$I', c.name), ' AND ') FILTER (WHERE c.is_key)
+    INTO cols, exprs, updates, key_cols, key_exprs, key_match
+    FROM veil_private.copy_columns(s.source, s.policy) c;
+    IF (SELECT count(*) FROM veil_private.copy_columns(s.source, s.policy) c WHERE c.is_key)
+       <> (SELECT i.indnkeyatts FROM pg_catalog.pg_index i WHERE i.indrelid = s.source AND i.indisprimary) THEN
+        RAISE EXCEPTION 'pgveil: the primary key of % must keep its rules in policy % while it is streamed', s.source::regclass, s.policy
+            USING HINT = pg_catalog.format('SELECT veil.unstream(%L) first.', s.source::regclass);
+    END IF;
+    target_name := s.target::regclass::text;
+    SELECT pg_catalog.string_agg(pg_catalog.format('n.%1$I IS NOT DISTINCT FROM src.%1$I', a.attname), ' AND ')
+    INTO raw_key_match
+    FROM pg_catalog.pg_index i
+    JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+    WHERE i.indrelid = s.source AND i.indisprimary;
+
+    EXECUTE pg_catalog.format($fn$
+CREATE OR REPLACE FUNCTION veil_private.%1$I()
+RETURNS trigger
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog
+AS $body$
+-- Generated by pgveil for the stream of %2$s into %3$s; regenerated when
+-- the source or its rules change. Do not edit.
+DECLARE
+    changed bigint := 0;
+    keys json;
+BEGIN
+    IF TG_OP = 'TRUNCATE' THEN
+        TRUNCATE %3$s;
+        PERFORM veil_private.notify_change(%4$L, 'truncate', 0, NULL);
+        RETURN NULL;
+    END IF;
+    IF TG_OP = 'DELETE' THEN
+        WITH gone AS (SELECT %5$s FROM old_rows AS src, %6$s),
+        removed AS (DELETE FROM %3$s AS t USING gone WHERE %7$s RETURNING %8$s)
+        SELECT count(*), (SELECT json_agg(r) FROM (SELECT * FROM removed LIMIT 100) r)
+        INTO changed, keys FROM removed;
+    ELSIF TG_OP = 'UPDATE' THEN
+        -- An update that changes the key moves the row: its old key goes.
+        WITH gone AS (
+            SELECT %5$s FROM old_rows AS src, %6$s
+            WHERE NOT EXISTS (SELECT FROM new_rows AS n WHERE %12$s)),
+        removed AS (DELETE FROM %3$s AS t USING gone WHERE %7$s RETURNING %8$s)
+        SELECT count(*), (SELECT json_agg(r) FROM (SELECT * FROM removed LIMIT 100) r)
+        INTO changed, keys FROM removed;
+    END IF;
+    IF changed > 0 THEN
+        PERFORM veil_private.notify_change(%4$L, 'delete', changed, keys);
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        WITH written AS (
+            INSERT INTO %3$s AS t (%9$s)
+            SELECT %10$s FROM new_rows AS src, %6$s
+            ON CONFLICT (%13$s) DO %11$s
+            RETURNING %8$s)
+        SELECT count(*), (SELECT json_agg(w) FROM (SELECT * FROM written LIMIT 100) w)
+        INTO changed, keys FROM written;
+        IF changed > 0 THEN
+            PERFORM veil_private.notify_change(%4$L, 'upsert', changed, keys);
+        END IF;
+    END IF;
+    RETURN NULL;
+END
+$body$
+$fn$,
+        fn_name, s.source::regclass, target_name, veil_private.copy_name(s.source),
+        key_exprs, veil_private.key_join(), key_match,
+        (SELECT pg_catalog.string_agg('t.' || pg_catalog.quote_ident(c.name), ', ')
+         FROM veil_private.copy_columns(s.source, s.policy) c WHERE c.is_key),
+        cols, exprs,
+        CASE WHEN updates IS NULL THEN 'NOTHING' ELSE 'UPDATE SET ' || updates END,
+        raw_key_match, key_cols);
+    EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION veil_private.%I() FROM PUBLIC', fn_name);
+    UPDATE veil_private.streams SET trigger_fn = pg_catalog.format('veil_private.%I()', fn_name)::regprocedure
+    WHERE streams.source = s.source;
+END
+$$;
+
+-- One notification per streamed statement on channel veil_changes, carrying
+-- only the copy's name and up to 100 of its keys (tokens or NOT MASKED key
+-- values): never a raw value. Consumers re-read the rows from sanitized.*.
+CREATE FUNCTION veil_private.notify_change(copy_table name, operation text, rows bigint, keys json)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog
+AS $$
+DECLARE
+    payload text := pg_catalog.json_build_object(
+        'table', copy_table, 'op', operation, 'rows', rows, 'keys', keys)::text;
+BEGIN
+    -- NOTIFY payloads are limited to 8000 bytes: past that, send no keys
+    -- (consumers then catch up by scanning).
+    IF pg_catalog.octet_length(payload) > 7900 THEN
+        payload := pg_catalog.json_build_object(
+            'table', copy_table, 'op', operation, 'rows', rows, 'keys', NULL)::text;
+    END IF;
+    PERFORM pg_catalog.pg_notify('veil_changes', payload);
+END
+$$;
+
+CREATE FUNCTION veil.stream(source regclass, policy text DEFAULT 'sanitized')
+RETURNS regclass
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog
+AS $$
+DECLARE
+    copy_name name := veil_private.copy_name(source);
+    target oid;
+    missing text;
+    col record;
+    column_list text := '';
+BEGIN
+    PERFORM veil.require_governor();
+    IF NOT EXISTS (SELECT FROM veil_private.policies p WHERE p.name = policy AND p.delivery = 'copy') THEN
+        RAISE EXCEPTION 'pgveil: % is not a policy delivered as a copy', pg_catalog.quote_literal(policy);
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_event_trigger WHERE evtname = 'veil_rebuild_streams') THEN
+        RAISE EXCEPTION 'pgveil: streaming needs pgveil''s DDL event trigger, which the installing role could not create'
+            USING HINT = 'Without it, DDL on a streamed table could break application writes. Install pgveil as a role that may create event triggers (a superuser, or a managed service''s admin role).';
+    END IF;
+    IF EXISTS (SELECT FROM veil_private.streams s WHERE s.source = stream.source) THEN
+        RAISE EXCEPTION 'pgveil: % is streamed already', source;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_index i WHERE i.indrelid = source AND i.indisprimary) THEN
+        RAISE EXCEPTION 'pgveil: % has no primary key; a stream needs one to follow updates and deletes', source
+            USING HINT = 'Add a primary key to the source table first.';
+    END IF;
+    SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ') INTO missing
+    FROM pg_catalog.pg_index i
+    JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+    LEFT JOIN veil_private.column_rules r ON r.relid = i.indrelid AND r.attnum = a.attnum AND r.policy = stream.policy
+    WHERE i.indrelid = source AND i.indisprimary
+      AND (r.kind IS NULL OR NOT (r.kind = 'not_masked' OR r.expression ~ '^veil\.token\(.*\)$'));
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION 'pgveil: primary key column(s) % of % need a rule in policy % that is NOT MASKED or a veil.token(...) call', missing, source, policy
+            USING HINT = 'The copy''s key is derived from the source key, so it must be deterministic and unique.';
+    END IF;
+    IF pg_catalog.to_regclass(pg_catalog.format('sanitized.%I', copy_name)) IS NOT NULL THEN
+        RAISE EXCEPTION 'pgveil: sanitized.% exists already (naming: public tables keep their name, others become schema__table)', pg_catalog.quote_ident(copy_name);
+    END IF;
+
+    FOR col IN SELECT * FROM veil_private.copy_columns(source, policy) LOOP
+        column_list := column_list || pg_catalog.format('%I %s, ', col.name, col.type);
+    END LOOP;
+    EXECUTE pg_catalog.format('CREATE TABLE sanitized.%I (%s PRIMARY KEY (%s))', copy_name, column_list,
+        (SELECT pg_catalog.string_agg(pg_catalog.quote_ident(c.name), ', ')
+         FROM veil_private.copy_columns(source, policy) c WHERE c.is_key));
+    target := pg_catalog.format('sanitized.%I', copy_name)::regclass;
+    INSERT INTO veil_private.streams (source, policy, target, trigger_fn)
+    VALUES (source, policy, target, 'veil.version()'::regprocedure);
+    INSERT INTO veil_private.stream_columns (source, attnum, target_attnum)
+    SELECT source, c.attnum, a.attnum
+    FROM veil_private.copy_columns(source, policy) c
+    JOIN pg_catalog.pg_attribute a ON a.attrelid = target AND a.attname = c.name;
+    PERFORM veil_private.build_stream(source);
+    PERFORM veil_private.grant_copies(ro.rolname)
+    FROM veil_private.consumers c JOIN pg_catalog.pg_roles ro ON ro.oid = c.roleid;
+
+    EXECUTE pg_catalog.format('CREATE TRIGGER veil_stream_insert AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows'
+        ' FOR EACH STATEMENT EXECUTE FUNCTION veil_private.%I()', source, 'stream_' || source::oid);
+    EXECUTE pg_catalog.format('CREATE TRIGGER veil_stream_update AFTER UPDATE ON %s REFERENCING OLD TABLE AS old_rows'
+        ' NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION veil_private.%I()', source, 'stream_' || source::oid);
+    EXECUTE pg_catalog.format('CREATE TRIGGER veil_stream_delete AFTER DELETE ON %s REFERENCING OLD TABLE AS old_rows'
+        ' FOR EACH STATEMENT EXECUTE FUNCTION veil_private.%I()', source, 'stream_' || source::oid);
+    EXECUTE pg_catalog.format('CREATE TRIGGER veil_stream_truncate AFTER TRUNCATE ON %s'
+        ' FOR EACH STATEMENT EXECUTE FUNCTION veil_private.%I()', source, 'stream_' || source::oid);
+    RETURN target;
+END
+$$;
+COMMENT ON FUNCTION veil.stream(regclass, text) IS
+    'Keep sanitized.<table> equal to the policy''s transform of source, by triggers; backfill with CALL veil.backfill(source).';
+
+CREATE FUNCTION veil.unstream(source regclass)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog
+AS $$
+DECLARE
+    s veil_private.streams;
+BEGIN
+    PERFORM veil.require_governor();
+    SELECT * INTO s FROM veil_private.streams WHERE streams.source = unstream.source;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'pgveil: % is not streamed', source;
+    END IF;
+    EXECUTE pg_catalog.format('DROP TRIGGER veil_stream_insert ON %1$s; DROP TRIGGER veil_stream_update ON %1$s;'
+        ' DROP TRIGGER veil_stream_delete ON %1$s; DROP TRIGGER veil_stream_truncate ON %1$s', source);
+    EXECUTE pg_catalog.format('DROP FUNCTION %s', s.trigger_fn::regprocedure);
+    EXECUTE pg_catalog.format('DROP TABLE %s', s.target::regclass);
+    DELETE FROM veil_private.streams WHERE streams.source = unstream.source;
+END
+$$;
+COMMENT ON FUNCTION veil.unstream(regclass) IS 'Remove a stream: its triggers and its sanitized copy.';
+
+-- Rule changes on a streamed table rebuild its stream in the same transaction.
+CREATE FUNCTION veil_private.rebuild_streams_after_rule_change()
+RETURNS trigger
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog
+AS $$
+DECLARE
+    streamed oid;
+BEGIN
+    FOR streamed IN
+        SELECT s.source FROM veil_private.streams s
+        WHERE s.source IN (SELECT relid FROM changed_rules)
+    LOOP
+        PERFORM veil_private.build_stream(streamed);
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER rebuild_streams_on_insert AFTER INSERT ON veil_private.column_rules
+    REFERENCING NEW TABLE AS changed_rules FOR EACH STATEMENT
+    EXECUTE FUNCTION veil_private.rebuild_streams_after_rule_change();
+CREATE TRIGGER rebuild_streams_on_update AFTER UPDATE ON veil_private.column_rules
+    REFERENCING NEW TABLE AS changed_rules FOR EACH STATEMENT
+    EXECUTE FUNCTION veil_private.rebuild_streams_after_rule_change();
+CREATE TRIGGER rebuild_streams_on_delete AFTER DELETE ON veil_private.column_rules
+    REFERENCING OLD TABLE AS changed_rules FOR EACH STATEMENT
+    EXECUTE FUNCTION veil_private.rebuild_streams_after_rule_change();
+
+REVOKE ALL ON FUNCTION veil_private.copy_name(oid), veil_private.copy_columns(oid, text),
+    veil_private.key_join(), veil_private.build_stream(oid),
+    veil_private.notify_change(name, text, bigint, json),
+    veil.stream(regclass, text), veil.unstream(regclass),
+    veil_private.rebuild_streams_after_rule_change() FROM PUBLIC;

@@ -1,0 +1,130 @@
+-- Backfill: copy a stream's existing source rows in keyset-paginated
+-- batches, one transaction per batch, resumable from the last key recorded
+-- in veil_private.backfill_progress.
+--
+-- Correct under concurrent writes: each batch takes FOR KEY SHARE locks on
+-- the rows it reads (a concurrent DELETE or key change waits for the batch to
+-- commit, then its trigger removes the copied row), and inserts with
+-- ON CONFLICT DO NOTHING (a concurrent non-key UPDATE has written, or will
+-- write, the newer row itself).
+
+-- Copy the next batch_size keys after last_key; returns the rows copied, the
+-- new last key, and whether the table is done. The batch's upper key is fixed
+-- first, without locks: a row whose key a concurrent update moves while the
+-- batch locks it leaves the range (its trigger copies it), and cannot drag
+-- the pagination past rows not yet copied.
+-- refresh (key rotation): also rewrite rows that exist, under FOR SHARE locks
+-- so that no concurrent update can be overwritten by an older read.
+CREATE FUNCTION veil_private.backfill_batch(source oid, batch_size integer, INOUT last_key text[],
+                                            refresh boolean, OUT copied bigint, OUT done boolean)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog
+AS $$
+DECLARE
+    s veil_private.streams;
+    key_list text;
+    key_typed text;
+    key_text text;
+    upper_typed text;
+    upper_key text[];
+    cols text;
+    exprs text;
+    updates text;
+BEGIN
+    SELECT * INTO s FROM veil_private.streams WHERE streams.source = backfill_batch.source;
+    SELECT pg_catalog.string_agg(pg_catalog.format('src.%I', a.attname), ', ' ORDER BY k.ord),
+           pg_catalog.string_agg(pg_catalog.format('($1[%s])::%s', k.ord, pg_catalog.format_type(a.atttypid, a.atttypmod)), ', ' ORDER BY k.ord),
+           pg_catalog.string_agg(pg_catalog.format('(src.%I)::text', a.attname), ', ' ORDER BY k.ord),
+           pg_catalog.string_agg(pg_catalog.format('($2[%s])::%s', k.ord, pg_catalog.format_type(a.atttypid, a.atttypmod)), ', ' ORDER BY k.ord)
+    INTO key_list, key_typed, key_text, upper_typed
+    FROM pg_catalog.pg_index i,
+         LATERAL pg_catalog.unnest(i.indkey::smallint[]) WITH ORDINALITY AS k(attnum, ord)
+    JOIN pg_catalog.pg_attribute a ON a.attnum = k.attnum
+    WHERE i.indrelid = s.source AND i.indisprimary AND a.attrelid = s.source;
+    SELECT pg_catalog.string_agg(pg_catalog.quote_ident(c.name), ', '), pg_catalog.string_agg(c.expression, ', '),
+           pg_catalog.string_agg(pg_catalog.format('%1$I = EXCLUDED.%1$I', c.name), ', ') FILTER (WHERE NOT c.is_key)
+    INTO cols, exprs, updates
+    FROM veil_private.copy_columns(s.source, s.policy) c;
+
+    EXECUTE pg_catalog.format(
+        'SELECT ARRAY[%s] FROM %s AS src WHERE %s ORDER BY %s OFFSET %s LIMIT 1',
+        key_text, s.source::regclass,
+        CASE WHEN last_key IS NULL THEN 'true' ELSE pg_catalog.format('(%s) > (%s)', key_list, key_typed) END,
+        key_list, batch_size - 1)
+    INTO upper_key
+    USING last_key;
+    done := upper_key IS NULL;
+
+    EXECUTE pg_catalog.format($q$
+        WITH batch AS (
+            SELECT * FROM %1$s AS src
+            WHERE %2$s AND %3$s
+            FOR %9$s),
+        written AS (
+            INSERT INTO %4$s (%5$s)
+            SELECT %6$s FROM batch AS src, %7$s
+            ON CONFLICT %10$s)
+        SELECT count(*), (SELECT ARRAY[%8$s] FROM batch AS src ORDER BY %11$s DESC LIMIT 1) FROM batch
+        $q$,
+        s.source::regclass,
+        CASE WHEN last_key IS NULL THEN 'true' ELSE pg_catalog.format('(%s) > (%s)', key_list, key_typed) END,
+        CASE WHEN done THEN 'true' ELSE pg_catalog.format('(%s) <= (%s)', key_list, upper_typed) END,
+        s.target::regclass, cols, exprs, veil_private.key_join(), key_text,
+        CASE WHEN refresh THEN 'SHARE' ELSE 'KEY SHARE' END,
+        CASE WHEN refresh AND updates IS NOT NULL
+             THEN pg_catalog.format('(%s) DO UPDATE SET %s',
+                  (SELECT pg_catalog.string_agg(pg_catalog.quote_ident(c.name), ', ')
+                   FROM veil_private.copy_columns(s.source, s.policy) c WHERE c.is_key), updates)
+             ELSE 'DO NOTHING' END,
+        key_list)
+    INTO copied, last_key
+    USING last_key, upper_key;
+    last_key := coalesce(upper_key, last_key);
+    UPDATE veil_private.backfill_progress p
+    SET last_key = backfill_batch.last_key, rows_copied = p.rows_copied + copied
+    WHERE p.source = backfill_batch.source;
+END
+$$;
+REVOKE ALL ON FUNCTION veil_private.backfill_batch(oid, integer, text[], boolean) FROM PUBLIC;
+
+-- A procedure that commits cannot carry a SET clause, so it fixes its
+-- search_path with set_config after each commit instead; every reference in
+-- it is schema-qualified regardless.
+CREATE PROCEDURE veil.backfill(source regclass, batch_size integer DEFAULT 10000)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    last_key text[];
+    finished boolean;
+BEGIN
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog', true);
+    PERFORM veil.require_governor();
+    IF batch_size IS NULL OR batch_size < 1 THEN
+        RAISE EXCEPTION 'pgveil: batch_size must be a positive number of rows';
+    END IF;
+    IF NOT EXISTS (SELECT FROM veil_private.streams s WHERE s.source = backfill.source) THEN
+        RAISE EXCEPTION 'pgveil: % is not streamed; SELECT veil.stream(%L) first', source, source;
+    END IF;
+    -- Resume an unfinished backfill; start over after a finished one.
+    INSERT INTO veil_private.backfill_progress AS p (source) VALUES (source)
+    ON CONFLICT ON CONSTRAINT backfill_progress_pkey DO UPDATE SET last_key = NULL, rows_copied = 0,
+        started_at = pg_catalog.now(), finished_at = NULL
+    WHERE p.finished_at IS NOT NULL;
+    SELECT p.last_key INTO last_key FROM veil_private.backfill_progress p WHERE p.source = backfill.source;
+    COMMIT;
+    LOOP
+        PERFORM pg_catalog.set_config('search_path', 'pg_catalog', true);
+        SELECT b.last_key, b.done INTO last_key, finished
+        FROM veil_private.backfill_batch(source, batch_size, last_key, false) AS b;
+        COMMIT;
+        EXIT WHEN finished;
+    END LOOP;
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog', true);
+    UPDATE veil_private.backfill_progress p SET finished_at = pg_catalog.now() WHERE p.source = backfill.source;
+    UPDATE veil_private.streams s SET needs_backfill = false WHERE s.source = backfill.source;
+    COMMIT;
+END
+$$;
+COMMENT ON PROCEDURE veil.backfill(regclass, integer) IS
+    'Copy the existing rows of a streamed table, one committed batch at a time; resumable.';
+REVOKE ALL ON PROCEDURE veil.backfill(regclass, integer) FROM PUBLIC;

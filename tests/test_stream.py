@@ -1,0 +1,278 @@
+"""The live sanitized copy: triggers, erasure, DDL safety, backfill, rotation."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+
+import psycopg
+import pytest
+
+# The demo revision's sanitized policy, computed independently of the
+# generated triggers (veil.token per row), to compare the copy against.
+CUSTOMER_TRANSFORM = """
+    SELECT veil.token(customer_id::text, 'customer') AS customer_id, store_id,
+           veil.token(first_name, 'first_name') AS first_name, veil.token(last_name, 'last_name') AS last_name,
+           veil.token(email, 'email') AS email, activebool, create_date, last_update, active
+    FROM public.customer"""
+PAYMENT_TRANSFORM = """
+    SELECT payment_id, veil.token(customer_id::text, 'customer') AS customer_id, amount, payment_date
+    FROM public.payment"""
+CUSTOMER_COPY = ("SELECT customer_id, store_id, first_name, last_name, email, activebool, create_date,"
+                 " last_update, active FROM sanitized.customer")
+PAYMENT_COPY = "SELECT payment_id, customer_id, amount, payment_date FROM sanitized.payment"
+
+
+def assert_copies_equal_transform(db):
+    for transform, copy in ((CUSTOMER_TRANSFORM, CUSTOMER_COPY), (PAYMENT_TRANSFORM, PAYMENT_COPY)):
+        missing = db.execute(f"({transform}) EXCEPT ALL ({copy})").fetchall()
+        extra = db.execute(f"({copy}) EXCEPT ALL ({transform})").fetchall()
+        assert (missing, extra) == ([], []), transform
+
+
+def seed(db, customers=200, payments=400):
+    db.execute("INSERT INTO address (address) SELECT 'street ' || g FROM generate_series(1, 10) g")
+    db.execute(
+        "INSERT INTO customer (store_id, first_name, last_name, email, address_id)"
+        " SELECT 1 + g %% 2, 'first' || g, 'last' || g, 'c' || g || '@example.com', 1 + g %% 10"
+        " FROM generate_series(1, %s) g", (customers,))
+    db.execute(
+        "INSERT INTO payment (customer_id, amount)"
+        " SELECT 1 + g %% %s, (g %% 100) + 0.99 FROM generate_series(1, %s) g" % (customers, payments))
+
+
+def test_a_mixed_workload_keeps_the_copy_equal_to_the_transformed_source(demo):
+    seed(demo)
+    assert_copies_equal_transform(demo)
+    demo.execute("UPDATE customer SET email = 'new' || customer_id || '@example.org' WHERE customer_id % 3 = 0")
+    demo.execute("UPDATE customer SET activebool = NOT activebool, first_name = upper(first_name) WHERE store_id = 2")
+    # Key changes move rows (payments follow through ON UPDATE CASCADE).
+    demo.execute("UPDATE customer SET customer_id = customer_id + 100000 WHERE customer_id % 7 = 0")
+    demo.execute("DELETE FROM customer WHERE customer_id % 5 = 0")
+    demo.execute("INSERT INTO customer (store_id, first_name, last_name, email, address_id)"
+                 " VALUES (1, 'Zoë', 'O''Brien', NULL, 1)")
+    with demo.admin.transaction():
+        demo.execute("UPDATE payment SET amount = amount + 1 WHERE payment_id % 4 = 0")
+        demo.execute("DELETE FROM payment WHERE payment_id % 9 = 0")
+    assert_copies_equal_transform(demo)
+    assert demo.scalar("SELECT count(*) FROM sanitized.customer WHERE email IS NULL") == 1
+    demo.execute("TRUNCATE customer CASCADE")
+    assert demo.scalar("SELECT count(*) FROM sanitized.customer") == 0
+    assert demo.scalar("SELECT count(*) FROM sanitized.payment") == 0
+
+
+def test_the_sanitized_join_equals_the_raw_join(demo):
+    seed(demo)
+    raw = demo.execute(
+        "SELECT count(*), sum(p.amount), count(DISTINCT c.customer_id) FROM payment p JOIN customer c USING (customer_id)"
+    ).fetchone()
+    sanitized = demo.execute(
+        "SELECT count(*), sum(p.amount), count(DISTINCT c.customer_id)"
+        " FROM sanitized.payment p JOIN sanitized.customer c USING (customer_id)").fetchone()
+    assert raw == sanitized
+    per_store_raw = demo.execute(
+        "SELECT c.store_id, sum(p.amount) FROM payment p JOIN customer c USING (customer_id) GROUP BY 1 ORDER BY 1").fetchall()
+    per_store_copy = demo.execute(
+        "SELECT c.store_id, sum(p.amount) FROM sanitized.payment p JOIN sanitized.customer c USING (customer_id)"
+        " GROUP BY 1 ORDER BY 1").fetchall()
+    assert per_store_raw == per_store_copy
+
+
+def test_erasure_is_in_the_writers_transaction(demo):
+    seed(demo, customers=5, payments=5)
+    with demo.admin.transaction():
+        demo.execute("DELETE FROM customer WHERE customer_id = 1")
+        assert demo.scalar("SELECT count(*) FROM sanitized.customer WHERE customer_id = veil.token('1', 'customer')") == 0
+        assert demo.scalar("SELECT count(*) FROM sanitized.payment WHERE customer_id = veil.token('1', 'customer')") == 0
+
+
+def test_unlabeled_columns_never_reach_the_copy(demo):
+    demo.execute("ALTER TABLE customer ADD COLUMN ssn text")
+    seed(demo, customers=3, payments=1)
+    demo.execute("UPDATE customer SET ssn = '123-45-6789'")
+    columns = {r[0] for r in demo.execute(
+        "SELECT attname FROM pg_attribute WHERE attrelid = 'sanitized.customer'::regclass AND attnum > 0")}
+    assert "ssn" not in columns and "address_id" not in columns
+    assert "123-45-6789" not in str(demo.execute("SELECT * FROM sanitized.customer").fetchall())
+
+
+def test_streams_need_a_primary_key_with_a_deterministic_rule(demo):
+    demo.execute("CREATE TABLE public.nokey (a text)")
+    with pytest.raises(psycopg.errors.RaiseException, match="has no primary key"):
+        demo.execute("SELECT veil.stream('public.nokey')")
+    demo.execute("CREATE TABLE public.keyed (id int PRIMARY KEY, a text)")
+    with pytest.raises(psycopg.errors.RaiseException, match="need a rule in policy sanitized"):
+        demo.execute("SELECT veil.stream('public.keyed')")
+    demo.execute("SELECT veil.security_label('sanitized', 'COLUMN', 'public.keyed.id', 'MASKED WITH FUNCTION veil.random_int_between(1, 10)')")
+    with pytest.raises(psycopg.errors.RaiseException, match="NOT MASKED or a veil.token"):
+        demo.execute("SELECT veil.stream('public.keyed')")
+    assert demo.scalar("SELECT to_regclass('sanitized.keyed')") is None
+
+
+def test_same_named_tables_of_other_schemas_do_not_collide(demo):
+    demo.execute("CREATE SCHEMA crm")
+    demo.execute("CREATE TABLE crm.customer (id int PRIMARY KEY, name text)")
+    demo.execute("SELECT veil.security_label('sanitized', 'COLUMN', 'crm.customer.id', 'NOT MASKED')")
+    demo.execute("SELECT veil.security_label('sanitized', 'COLUMN', 'crm.customer.name', 'MASKED WITH FUNCTION veil.token(name)')")
+    assert demo.scalar("SELECT veil.stream('crm.customer')::text") == "sanitized.crm__customer"
+    demo.execute("INSERT INTO crm.customer VALUES (1, 'x')")
+    assert demo.scalar("SELECT name FROM sanitized.crm__customer") == demo.scalar("SELECT veil.token('x')")
+    demo.execute("SELECT veil.unstream('crm.customer')")
+    assert demo.scalar("SELECT to_regclass('sanitized.crm__customer')") is None
+    assert demo.scalar("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'crm.customer'::regclass") == 0
+    demo.execute("INSERT INTO crm.customer VALUES (2, 'y')")
+
+
+@pytest.mark.parametrize("ddl", [
+    "ALTER TABLE customer RENAME COLUMN email TO mail",
+    "ALTER TABLE customer DROP COLUMN email",
+    "ALTER TABLE customer ALTER COLUMN store_id TYPE integer",
+    "ALTER TABLE customer ALTER COLUMN active TYPE bigint",
+    "ALTER TABLE customer RENAME TO client",
+    "ALTER TABLE customer ADD COLUMN notes text",
+])
+def test_ddl_on_a_streamed_table_never_breaks_writes(demo, ddl):
+    seed(demo, customers=5, payments=5)
+    demo.execute(ddl)
+    table = "client" if "RENAME TO" in ddl else "customer"
+    email = "mail" if "mail" in ddl else "email"
+    columns = "store_id, first_name, last_name, address_id" + ("" if "DROP" in ddl else f", {email}")
+    values = "2, 'New', 'Person', 1" + ("" if "DROP" in ddl else ", 'new@example.com'")
+    demo.execute(f"INSERT INTO {table} ({columns}) VALUES ({values})")
+    demo.execute(f"UPDATE {table} SET first_name = 'Changed' WHERE customer_id = 1")
+    demo.execute(f"DELETE FROM {table} WHERE customer_id = 2")
+    copy_rows = demo.scalar("SELECT count(*) FROM sanitized.customer")
+    assert copy_rows == demo.scalar(f"SELECT count(*) FROM {table}")
+    assert demo.scalar("SELECT first_name FROM sanitized.customer WHERE customer_id = veil.token('1', 'customer')") \
+        == demo.scalar("SELECT veil.token('Changed', 'first_name')")
+
+
+def test_dropping_a_streamed_table_drops_its_copy(demo):
+    demo.execute("DROP TABLE payment")
+    assert demo.scalar("SELECT to_regclass('sanitized.payment')") is None
+    assert demo.scalar("SELECT count(*) FROM veil.streams") == 1
+
+
+def test_backfill_copies_existing_rows_and_is_idempotent(demo):
+    demo.execute("ALTER TABLE customer DISABLE TRIGGER USER")
+    demo.execute("ALTER TABLE payment DISABLE TRIGGER USER")
+    seed(demo, customers=1000, payments=10)
+    demo.execute("ALTER TABLE customer ENABLE TRIGGER USER")
+    demo.execute("ALTER TABLE payment ENABLE TRIGGER USER")
+    assert demo.scalar("SELECT count(*) FROM sanitized.customer") == 0
+    demo.execute("CALL veil.backfill('public.customer', batch_size => 128)")
+    demo.execute("CALL veil.backfill('public.payment')")
+    assert_copies_equal_transform(demo)
+    progress = demo.execute("SELECT backfilled_rows, needs_backfill FROM veil.streams WHERE source = 'customer'::regclass").fetchone()
+    assert progress == (1000, False)
+    demo.execute("CALL veil.backfill('public.customer', batch_size => 1000)")
+    assert_copies_equal_transform(demo)
+
+
+def test_backfill_resumes_where_it_stopped(demo):
+    demo.execute("ALTER TABLE customer DISABLE TRIGGER USER")
+    seed(demo, customers=500, payments=0)
+    demo.execute("ALTER TABLE customer ENABLE TRIGGER USER")
+    # A backfill that copied three batches and then died.
+    demo.execute("INSERT INTO veil_private.backfill_progress (source) VALUES ('public.customer'::regclass)")
+    last = None
+    for _ in range(3):
+        last, copied = demo.execute(
+            "SELECT last_key, copied FROM veil_private.backfill_batch('public.customer'::regclass, 50, %s::text[], false)",
+            (last,)).fetchone()
+    assert demo.scalar("SELECT rows_copied FROM veil_private.backfill_progress") == 150
+    demo.execute("CALL veil.backfill('public.customer', batch_size => 50)")
+    assert demo.scalar("SELECT rows_copied FROM veil_private.backfill_progress") == 500
+    assert_copies_equal_transform(demo)
+
+
+def test_backfill_rejects_bad_input(demo):
+    with pytest.raises(psycopg.errors.RaiseException, match="batch_size must be a positive"):
+        demo.execute("CALL veil.backfill('public.customer', batch_size => 0)")
+    demo.execute("CREATE TABLE public.unstreamed (id int PRIMARY KEY)")
+    with pytest.raises(psycopg.errors.RaiseException, match="is not streamed"):
+        demo.execute("CALL veil.backfill('public.unstreamed')")
+
+
+class Writers:
+    """Application traffic on other connections while a maintenance task runs."""
+
+    def __init__(self, url: str, connections: int = 2):
+        self.url = url
+        self.stop = threading.Event()
+        self.errors: list[BaseException] = []
+        self.statements = 0
+        self.threads = [threading.Thread(target=self.run, args=(seed,)) for seed in range(connections)]
+
+    def run(self, seed: int) -> None:
+        rng = random.Random(seed)
+        try:
+            with psycopg.connect(self.url, autocommit=True) as conn:
+                while not self.stop.is_set():
+                    customer = rng.randint(1, 2000)
+                    action = rng.random()
+                    if action < 0.4:
+                        conn.execute("UPDATE customer SET email = %s WHERE customer_id = %s",
+                                     (f"w{rng.random()}@example.com", customer))
+                    elif action < 0.6:
+                        conn.execute("DELETE FROM customer WHERE customer_id = %s", (customer,))
+                    elif action < 0.7:
+                        conn.execute("UPDATE customer SET customer_id = customer_id + 1000000 WHERE customer_id = %s",
+                                     (customer,))
+                    else:
+                        conn.execute("INSERT INTO customer (store_id, first_name, last_name, email, address_id)"
+                                     " VALUES (1, %s, 'w', 'w@example.com', 1)", (f"w{rng.random()}",))
+                    self.statements += 1
+        except BaseException as exc:  # surfaced by the test
+            self.errors.append(exc)
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        time.sleep(0.2)
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for t in self.threads:
+            t.join()
+        assert self.errors == []
+        assert self.statements > 20
+
+
+def test_backfill_under_concurrent_writes(demo):
+    demo.execute("ALTER TABLE customer DISABLE TRIGGER USER")
+    seed(demo, customers=2000, payments=0)
+    demo.execute("ALTER TABLE customer ENABLE TRIGGER USER")
+    with Writers(demo.url):
+        demo.execute("CALL veil.backfill('public.customer', batch_size => 50)")
+    assert_copies_equal_transform(demo)
+
+
+def test_rekey_under_concurrent_writes_leaves_no_old_token(demo):
+    seed(demo, customers=2000, payments=500)
+    old = demo.scalar("SELECT veil.token('1', 'customer')")
+    with Writers(demo.url):
+        demo.execute("CALL veil.rekey(batch_size => 100)")
+    assert demo.scalar("SELECT array_agg(version) FROM veil.key_versions") == [2]
+    for column in ("customer_id", "first_name", "email"):
+        assert demo.scalar(f"SELECT count(*) FROM sanitized.customer WHERE veil.token_key_version({column}) <> 2") == 0
+    assert demo.scalar("SELECT count(*) FROM sanitized.payment WHERE veil.token_key_version(customer_id) <> 2") == 0
+    assert demo.scalar("SELECT veil.token('1', 'customer')") != old
+    assert_copies_equal_transform(demo)
+
+
+def test_one_notification_per_statement_with_keys_only(demo):
+    with psycopg.connect(demo.url, autocommit=True) as conn:
+        conn.execute("LISTEN veil_changes")
+        seed(demo, customers=300, payments=0)
+        demo.execute("UPDATE customer SET email = 'changed@example.com' WHERE customer_id <= 3")
+        notes = list(conn.notifies(timeout=2))
+    payloads = [n.payload for n in notes]
+    assert [(n.channel) for n in notes] == ["veil_changes"] * len(notes)
+    # address insert is not streamed: customer insert (one), update (one).
+    assert len(payloads) == 2, payloads
+    assert '"rows" : 300' in payloads[0] or '"rows": 300' in payloads[0]
+    for payload in payloads:
+        assert "example.com" not in payload and "first" not in payload
