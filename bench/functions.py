@@ -25,8 +25,7 @@ BASELINE = "md5(email)"
 CASES = [
     # (label, expression, target ratio)
     ("token", "veil.token(email)", 2.0),
-    ("token, set-based (as generated triggers apply it)",
-     "veil_private.hmac_token(email, '', k.version, k.key)", 2.0),
+    ("token, compiled (as the stream triggers apply it)", "<compiled token rule>", 2.0),
     ("digest", "veil.digest(email, 'salt', 'sha256')", 2.0),
     ("partial", "veil.partial(email, 2, '***', 2)", 2.0),
     ("partial_email", "veil.partial_email(email)", 2.0),
@@ -39,11 +38,19 @@ CASES = [
     ("pseudo_first_name", "veil.pseudo_first_name(email)", 4.0),
     ("pseudo_email", "veil.pseudo_email(email)", 4.0),
 ]
-KEY_JOIN = ", (SELECT version, key FROM veil_private.keys WHERE is_current) AS k"
+
+
+def compiled_token_rule(conn: psycopg.Connection) -> str:
+    """The SQL a stream trigger runs for the rule veil.token(email)."""
+    conn.execute("SELECT veil.security_label('sanitized', 'COLUMN', 'bench.t.email', 'MASKED WITH FUNCTION veil.token(email)')")
+    return conn.execute(
+        "SELECT veil_private.compiled_column('sanitized', 'bench.t'::regclass, 2::smallint, 'src')").fetchone()[0]
 
 
 def timed(conn: psycopg.Connection, expression: str, repeats: int = 3) -> float:
-    query = f"SELECT count({expression}) FROM bench.t" + (KEY_JOIN if "k.key" in expression else "")
+    query = f"SELECT count({expression}) FROM bench.t AS src"
+    if "veil_key." in expression:
+        query += ", (SELECT version, key FROM veil_private.keys WHERE is_current) AS veil_key"
     best = float("inf")
     for _ in range(repeats):
         started = time.perf_counter()
@@ -89,6 +96,8 @@ def main() -> None:
             print(f"{'function':52} {'ms':>7} {'ratio':>6}  target")
             missed = 0
             for label, expression, target in CASES:
+                if expression == "<compiled token rule>":
+                    expression = compiled_token_rule(conn)
                 elapsed = timed(conn, expression)
                 ratio = elapsed / base
                 ok = ratio <= target

@@ -10,9 +10,10 @@ import psycopg
 import typer
 from alembic.util import CommandError
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from pgveil import config, inventory, migrate, preflight, sandbox
+from pgveil import config, inventory, migrate, preflight, sandbox, streaming
 from pgveil.errors import PgveilError
 
 app = typer.Typer(help="pgveil: in-database privacy toolkit for PostgreSQL.", no_args_is_help=True)
@@ -96,6 +97,38 @@ def uninstall(database_url: DatabaseUrl = None) -> None:
     """Remove everything the toolkit installed (Alembic downgrade to base)."""
     migrate.downgrade(config.database_url(database_url))
     out.print("pgveil removed")
+
+
+@app.command("backfill")
+@reports_errors
+def backfill(
+    table: Annotated[str, typer.Argument(help="The streamed source table, e.g. public.customer.")],
+    batch_size: Annotated[int, typer.Option(min=1, help="Rows per committed batch.")] = 10_000,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Copy a streamed table's existing rows into its sanitized copy (resumable)."""
+    with preflight.connect(config.database_url(database_url), autocommit=True) as conn:
+        total = streaming.estimated_rows(conn, table)
+        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
+        with Progress(*columns, console=err) as bar:
+            task = bar.add_task(f"backfill {table}", total=total)
+            copied = streaming.backfill(conn, table, batch_size, lambda n: bar.advance(task, n))
+        out.print(f"{table}: {copied:,} rows copied")
+
+
+@app.command("rotate-key")
+@reports_errors
+def rotate_key(
+    batch_size: Annotated[int, typer.Option(min=1, help="Rows per committed batch.")] = 10_000,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Make a new token key current, re-tokenize every sanitized copy, destroy the old key."""
+    with preflight.connect(config.database_url(database_url), autocommit=True) as conn:
+        with err.status("re-tokenizing the sanitized copies…"):
+            conn.execute("CALL veil.rekey(%s)", (batch_size,))
+        version = conn.execute("SELECT version FROM veil.key_versions WHERE is_current").fetchone()[0]
+    out.print(f"key version {version} is current; older keys are destroyed")
 
 
 @app.command("demo")

@@ -44,3 +44,18 @@ def test_rotate_key_and_its_reverse(demo):
     assert demo.scalar("SELECT veil.token_key_version(veil.token('x'))") == 2
     run(demo, lambda op: op.invoke(pgveil.alembic_ops.RotateKeyOp().reverse()))
     assert demo.scalar("SELECT veil.token('x')") == before
+
+
+def test_stream_table_backfill_table_and_reverse(demo):
+    demo.execute("CREATE TABLE public.store (store_id int PRIMARY KEY, manager text)")
+    demo.execute("INSERT INTO public.store SELECT g, 'manager ' || g FROM generate_series(1, 25) g")
+    run(demo, lambda op: op.security_label("sanitized", "COLUMN", "public.store.store_id", "NOT MASKED"))
+    run(demo, lambda op: op.stream_table("public.store"))
+    assert demo.scalar("SELECT count(*) FROM sanitized.store") == 0
+    # The backfill commits per batch: outside the migration's transaction.
+    engine = create_engine(sqlalchemy_url(demo.url), poolclass=NullPool)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        Operations(MigrationContext.configure(connection)).backfill_table("public.store", batch_size=10)
+    assert demo.scalar("SELECT count(*) FROM sanitized.store") == 25
+    run(demo, lambda op: op.invoke(pgveil.alembic_ops.StreamTableOp("public.store").reverse()))
+    assert demo.scalar("SELECT to_regclass('sanitized.store')") is None

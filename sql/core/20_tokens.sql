@@ -4,8 +4,10 @@
 -- is an oracle for whoever may execute it: none of them is executable by
 -- PUBLIC.
 --
--- Format: 'v<key version>:' followed by the MAC in unpadded base64url (43
--- characters), e.g. v1:3q2-7wE…, so a consumer can tell which key made it.
+-- Format: 'v<key version>:' followed by the MAC in base64 without its one
+-- padding character (43 characters of A-Z a-z 0-9 + /), e.g. v1:3q2+7wE…, so
+-- a consumer can tell which key made it. (Plain base64 cut with substr: the
+-- url-safe alphabet's translate() doubled the cost of a token.)
 
 -- The MAC under a given key; the single definition every token path uses.
 -- purpose is length-prefixed so (purpose, value) pairs cannot run together.
@@ -15,10 +17,10 @@ LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
 SET search_path = pg_catalog
 AS $$
 BEGIN
-    RETURN 'v' || key_version || ':' || pg_catalog.translate(pg_catalog.rtrim(pg_catalog.encode(
+    RETURN 'v' || key_version || ':' || pg_catalog.substr(pg_catalog.encode(
         @pgcrypto@.hmac(pg_catalog.convert_to(pg_catalog.length(purpose) || ':' || purpose || value, 'UTF8'),
                         key, 'sha256'),
-        'base64'), '='), '+/', '-_');
+        'base64'), 1, 43);
 END
 $$;
 REVOKE ALL ON FUNCTION veil_private.hmac_token(text, text, integer, bytea) FROM PUBLIC;
@@ -45,7 +47,7 @@ LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
 SET search_path = pg_catalog
 AS $$
 BEGIN
-    IF token !~ '^v[0-9]+:[A-Za-z0-9_-]{43}$' THEN
+    IF token !~ '^v[0-9]+:[A-Za-z0-9+/]{43}$' THEN
         RETURN NULL;
     END IF;
     RETURN pg_catalog.substr(token, 2, pg_catalog.strpos(token, ':') - 2)::integer;

@@ -64,9 +64,9 @@ BEGIN
         END IF;
         -- Must equal veil_private.hmac_token(); a test holds them together.
         RETURN pg_catalog.format(
-            '(''v'' || veil_key.version || '':'' || pg_catalog.translate(pg_catalog.rtrim(pg_catalog.encode('
+            '(''v'' || veil_key.version || '':'' || pg_catalog.substr(pg_catalog.encode('
             '@pgcrypto@.hmac(pg_catalog.convert_to(pg_catalog.length(%2$s) || '':'' || %2$s || %1$s, ''UTF8''), '
-            'veil_key.key, ''sha256''), ''base64''), ''=''), ''+/'', ''-_''))',
+            'veil_key.key, ''sha256''), ''base64''), 1, 43))',
             args[1], args[2]);
     END IF;
     RETURN rendered;

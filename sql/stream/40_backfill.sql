@@ -87,9 +87,44 @@ END
 $$;
 REVOKE ALL ON FUNCTION veil_private.backfill_batch(oid, integer, text[], boolean) FROM PUBLIC;
 
+-- Begin (or resume) a backfill: checks, and the key to continue after.
+CREATE FUNCTION veil_private.backfill_start(source regclass, batch_size integer)
+RETURNS text[]
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog
+AS $$
+BEGIN
+    PERFORM veil.require_governor();
+    IF batch_size IS NULL OR batch_size < 1 THEN
+        RAISE EXCEPTION 'pgveil: batch_size must be a positive number of rows';
+    END IF;
+    IF NOT EXISTS (SELECT FROM veil_private.streams s WHERE s.source = backfill_start.source) THEN
+        RAISE EXCEPTION 'pgveil: % is not streamed; SELECT veil.stream(%L) first', source, source;
+    END IF;
+    -- Resume an unfinished backfill; start over after a finished one.
+    INSERT INTO veil_private.backfill_progress AS p (source) VALUES (source)
+    ON CONFLICT ON CONSTRAINT backfill_progress_pkey DO UPDATE SET last_key = NULL, rows_copied = 0,
+        started_at = pg_catalog.now(), finished_at = NULL
+    WHERE p.finished_at IS NOT NULL;
+    RETURN (SELECT p.last_key FROM veil_private.backfill_progress p WHERE p.source = backfill_start.source);
+END
+$$;
+
+CREATE FUNCTION veil_private.backfill_finish(source regclass)
+RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog
+AS $$
+    UPDATE veil_private.backfill_progress p SET finished_at = pg_catalog.now() WHERE p.source = backfill_finish.source;
+    UPDATE veil_private.streams s SET needs_backfill = false WHERE s.source = backfill_finish.source;
+$$;
+REVOKE ALL ON FUNCTION veil_private.backfill_start(regclass, integer),
+    veil_private.backfill_finish(regclass) FROM PUBLIC;
+
 -- A procedure that commits cannot carry a SET clause, so it fixes its
 -- search_path with set_config after each commit instead; every reference in
--- it is schema-qualified regardless.
+-- it is schema-qualified regardless. (`pgveil backfill` runs the same steps
+-- from Python, with a progress bar.)
 CREATE PROCEDURE veil.backfill(source regclass, batch_size integer DEFAULT 10000)
 LANGUAGE plpgsql
 AS $$
@@ -98,19 +133,7 @@ DECLARE
     finished boolean;
 BEGIN
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog', true);
-    PERFORM veil.require_governor();
-    IF batch_size IS NULL OR batch_size < 1 THEN
-        RAISE EXCEPTION 'pgveil: batch_size must be a positive number of rows';
-    END IF;
-    IF NOT EXISTS (SELECT FROM veil_private.streams s WHERE s.source = backfill.source) THEN
-        RAISE EXCEPTION 'pgveil: % is not streamed; SELECT veil.stream(%L) first', source, source;
-    END IF;
-    -- Resume an unfinished backfill; start over after a finished one.
-    INSERT INTO veil_private.backfill_progress AS p (source) VALUES (source)
-    ON CONFLICT ON CONSTRAINT backfill_progress_pkey DO UPDATE SET last_key = NULL, rows_copied = 0,
-        started_at = pg_catalog.now(), finished_at = NULL
-    WHERE p.finished_at IS NOT NULL;
-    SELECT p.last_key INTO last_key FROM veil_private.backfill_progress p WHERE p.source = backfill.source;
+    last_key := veil_private.backfill_start(source, batch_size);
     COMMIT;
     LOOP
         PERFORM pg_catalog.set_config('search_path', 'pg_catalog', true);
@@ -120,8 +143,7 @@ BEGIN
         EXIT WHEN finished;
     END LOOP;
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog', true);
-    UPDATE veil_private.backfill_progress p SET finished_at = pg_catalog.now() WHERE p.source = backfill.source;
-    UPDATE veil_private.streams s SET needs_backfill = false WHERE s.source = backfill.source;
+    PERFORM veil_private.backfill_finish(source);
     COMMIT;
 END
 $$;
