@@ -1,7 +1,6 @@
 """Benchmark: per-row cost of each masking function relative to md5(column).
 
-Builds a 1,000,000-row table on a sandbox server (or $DATABASE_URL), installs
-pgveil, and times `SELECT count(<expression>) FROM t` for each function and
+Builds a 1,000,000-row table in a database of its own (bench/harness.py), and times `SELECT count(<expression>) FROM t` for each function and
 for the baseline md5(email), best of three, in the same run. Prints the ratio
 to the baseline and whether it meets the target (2x; 4x for fake_*/pseudo_*).
 
@@ -11,15 +10,11 @@ to the baseline and whether it meets the target (2x; 4x for fake_*/pseudo_*).
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 import time
-from pathlib import Path
 
 import psycopg
-from psycopg import sql
 
-from pgveil import migrate, sandbox
+from harness import bench_database
 
 BASELINE = "md5(email)"
 CASES = [
@@ -77,17 +72,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     args = parser.parse_args()
 
-    root = None
-    server_url = os.environ.get("DATABASE_URL")
-    if not server_url:
-        root = Path(tempfile.mkdtemp(prefix="pgveil-bench-"))
-        server_url = sandbox.start(root).url
-    try:
-        with psycopg.connect(server_url, autocommit=True) as admin:
-            admin.execute("DROP DATABASE IF EXISTS pgveil_bench_functions")
-            admin.execute("CREATE DATABASE pgveil_bench_functions")
-        url = server_url.rsplit("/", 1)[0] + "/pgveil_bench_functions"
-        migrate.upgrade(url)
+    with bench_database("pgveil_bench_functions") as url:
         build(url, args.rows)
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("SET max_parallel_workers_per_gather = 0")  # one core per query, both sides
@@ -104,12 +89,6 @@ def main() -> None:
                 missed += not ok
                 print(f"{label:52} {elapsed * 1000:7.0f} {ratio:6.2f}  <= {target:.1f} {'ok' if ok else 'MISSED'}")
             print(f"{len(CASES) - missed} of {len(CASES)} within target")
-        with psycopg.connect(server_url, autocommit=True) as admin:
-            admin.execute("DROP DATABASE pgveil_bench_functions")
-    finally:
-        if root is not None:
-            sandbox.stop(root)
-            root.rmdir()
 
 
 if __name__ == "__main__":

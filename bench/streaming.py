@@ -1,6 +1,6 @@
 """Benchmark: the live sanitized copy against its baselines, in one run.
 
-On a sandbox server (or $DATABASE_URL) it builds its own tables and measures:
+In a database of its own (bench/harness.py) it builds its tables and measures:
 
 1. bulk: INSERT ... SELECT of 500,000 rows into a table streamed with three
    tokens, against the same insert into an unstreamed table (target <= 4.5x),
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import secrets
 import subprocess
 import tempfile
 import time
@@ -28,7 +27,8 @@ from pathlib import Path
 
 import psycopg
 
-from pgveil import migrate, sandbox
+from harness import bench_database
+from pgveil import sandbox
 
 TABLE = "(id bigint PRIMARY KEY, email text, name text, phone text, amount numeric)"
 ROWS = ("SELECT g, 'user' || g || '@example.com', 'name ' || g, '+1 555 ' || g, g %% 1000"
@@ -151,28 +151,11 @@ def main() -> None:
     parser.add_argument("--oltp-seconds", type=int, default=20)
     args = parser.parse_args()
 
-    root = None
-    server_url = os.environ.get("DATABASE_URL")
-    if not server_url:
-        root = Path(tempfile.mkdtemp(prefix="pgveil-bench-"))
-        server_url = sandbox.start(root).url
-    dbname = f"pgveil_bench_streaming_{secrets.token_hex(3)}"
-    try:
-        with psycopg.connect(server_url, autocommit=True) as admin:
-            admin.execute(f"CREATE DATABASE {dbname}")
-        url = server_url.rsplit("/", 1)[0] + "/" + dbname
-        migrate.upgrade(url)
-        with psycopg.connect(url, autocommit=True) as conn:
-            setup(conn)
-            results = [bulk(conn, args.bulk_rows), oltp(conn, url, args.oltp_seconds),
-                       backfill(conn, args.backfill_rows)]
+    with bench_database("pgveil_bench_streaming") as url, psycopg.connect(url, autocommit=True) as conn:
+        setup(conn)
+        results = [bulk(conn, args.bulk_rows), oltp(conn, url, args.oltp_seconds),
+                   backfill(conn, args.backfill_rows)]
         print(f"{sum(results)} of {len(results)} within target")
-        with psycopg.connect(server_url, autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE {dbname}")
-    finally:
-        if root is not None:
-            sandbox.stop(root)
-            root.rmdir()
 
 
 if __name__ == "__main__":

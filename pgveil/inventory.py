@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import psycopg
 
-TOOLKIT_SCHEMAS = ("veil", "veil_private", "veil_ext")
+TOOLKIT_SCHEMAS = ("veil", "veil_private", "veil_ext", "sanitized")
 
 
 def installed_version(conn: psycopg.Connection) -> str | None:

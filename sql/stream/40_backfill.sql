@@ -59,26 +59,26 @@ BEGIN
         WITH batch AS (
             SELECT * FROM %1$s AS src
             WHERE %2$s AND %3$s
-            FOR %9$s),
+            FOR %8$s),
         written AS (
             INSERT INTO %4$s (%5$s)
             SELECT %6$s FROM batch AS src, %7$s
-            ON CONFLICT %10$s)
-        SELECT count(*), (SELECT ARRAY[%8$s] FROM batch AS src ORDER BY %11$s DESC LIMIT 1) FROM batch
+            ON CONFLICT %9$s)
+        SELECT count(*) FROM batch
         $q$,
         s.source::regclass,
         CASE WHEN last_key IS NULL THEN 'true' ELSE pg_catalog.format('(%s) > (%s)', key_list, key_typed) END,
         CASE WHEN done THEN 'true' ELSE pg_catalog.format('(%s) <= (%s)', key_list, upper_typed) END,
-        s.target::regclass, cols, exprs, veil_private.key_join(), key_text,
+        s.target::regclass, cols, exprs, veil_private.key_join(),
         CASE WHEN refresh THEN 'SHARE' ELSE 'KEY SHARE' END,
         CASE WHEN refresh AND updates IS NOT NULL
              THEN pg_catalog.format('(%s) DO UPDATE SET %s',
                   (SELECT pg_catalog.string_agg(pg_catalog.quote_ident(c.name), ', ')
                    FROM veil_private.copy_columns(s.source, s.policy) c WHERE c.is_key), updates)
-             ELSE 'DO NOTHING' END,
-        key_list)
-    INTO copied, last_key
+             ELSE 'DO NOTHING' END)
+    INTO copied
     USING last_key, upper_key;
+    -- The next batch starts after this one's upper key (when done, it matters no more).
     last_key := coalesce(upper_key, last_key);
     UPDATE veil_private.backfill_progress p
     SET last_key = backfill_batch.last_key, rows_copied = p.rows_copied + copied

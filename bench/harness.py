@@ -1,0 +1,44 @@
+"""What every benchmark needs: a database of its own with pgveil installed.
+
+On $DATABASE_URL's server when set (its user must be able to create
+databases), else on a sandbox cluster started for the run and removed after.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from pgveil import migrate, sandbox
+
+
+@contextmanager
+def bench_database(prefix: str) -> Iterator[str]:
+    """Yield the URL of a fresh database with the toolkit installed; drop it afterwards."""
+    root = None
+    server_url = os.environ.get("DATABASE_URL")
+    if not server_url:
+        root = Path(tempfile.mkdtemp(prefix="pgveil-bench-"))
+        server_url = sandbox.start(root).url
+    dbname = f"{prefix}_{secrets.token_hex(3)}"
+    try:
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+        try:
+            url = server_url.rsplit("/", 1)[0] + "/" + dbname
+            migrate.upgrade(url)
+            yield url
+        finally:
+            with psycopg.connect(server_url, autocommit=True) as admin:
+                admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(dbname)))
+    finally:
+        if root is not None:
+            sandbox.stop(root)
+            root.rmdir()
