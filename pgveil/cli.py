@@ -10,6 +10,7 @@ import psycopg
 import typer
 from alembic.util import CommandError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -37,10 +38,10 @@ def reports_errors(fn):
         try:
             return fn(*args, **kwargs)
         except (PgveilError, CommandError) as exc:
-            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         except psycopg.Error as exc:
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            err.print(f"[red]error:[/red] {first_line}", highlight=False, soft_wrap=True)
+            err.print(f"[red]error:[/red] {escape(first_line)}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
 
     return wrapper

@@ -30,7 +30,7 @@ def backfill(conn: psycopg.Connection, source: str, batch_size: int,
         with conn.transaction():
             last_key, copied, done = conn.execute(
                 "SELECT last_key, copied, done"
-                " FROM veil_private.backfill_batch(%s::regclass, %s, %s::text[], false)",
+                " FROM veil_private.backfill_batch(%s::regclass, %s, %s::text[])",
                 (source, batch_size, last_key),
             ).fetchone()
         total += copied

@@ -18,7 +18,7 @@ DROP FUNCTION veil.grant_consumer(name), veil.revoke_consumer(name),
     veil.stream(regclass, text), veil.unstream(regclass),
     veil_private.readable_sources(name), veil_private.grant_copies(name),
     veil_private.delete_stale_tokens(oid, integer), veil_private.old_tokens_remain(),
-    veil_private.backfill_batch(oid, integer, text[], boolean),
+    veil_private.backfill_batch(oid, integer, text[]),
     veil_private.backfill_start(regclass, integer), veil_private.backfill_finish(regclass),
     veil_private.rebuild_streams_after_ddl(), veil_private.drop_streams_of_dropped_tables(),
     veil_private.notify_change(name, text, bigint, json);

@@ -53,7 +53,15 @@ def pg_server():
     url = os.environ.get("DATABASE_URL")
     if url:
         parts = urlsplit(url)
-        yield Server(parts.hostname or "localhost", parts.port or 5432, parts.username, parts.password)
+        server = Server(parts.hostname or "localhost", parts.port or 5432, parts.username, parts.password)
+        with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
+            roles_before = {r[0] for r in conn.execute("SELECT rolname FROM pg_roles")}
+        yield server
+        # Roles the demo template created (e.g. consumer) outlive its database.
+        with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
+            for (name,) in conn.execute("SELECT rolname FROM pg_roles").fetchall():
+                if name not in roles_before:
+                    conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
         return
     root = Path(tempfile.mkdtemp(prefix="pgveil-tests-"))
     state = sandbox.start(root)

@@ -179,7 +179,7 @@ def test_backfill_resumes_where_it_stopped(demo):
     last = None
     for _ in range(3):
         last, copied = demo.execute(
-            "SELECT last_key, copied FROM veil_private.backfill_batch('public.customer'::regclass, 50, %s::text[], false)",
+            "SELECT last_key, copied FROM veil_private.backfill_batch('public.customer'::regclass, 50, %s::text[])",
             (last,)).fetchone()
     assert demo.scalar("SELECT rows_copied FROM veil_private.backfill_progress") == 150
     demo.execute("CALL veil.backfill('public.customer', batch_size => 50)")
@@ -276,3 +276,25 @@ def test_one_notification_per_statement_with_keys_only(demo):
     assert '"rows" : 300' in payloads[0] or '"rows": 300' in payloads[0]
     for payload in payloads:
         assert "example.com" not in payload and "first" not in payload
+
+
+def test_labeling_another_column_adds_it_to_the_copy_until_the_next_backfill(demo):
+    seed(demo, customers=20, payments=0)
+    demo.execute("CALL veil.backfill('public.customer')")
+    demo.execute("SELECT veil.security_label('sanitized', 'COLUMN', 'public.customer.address_id', 'NOT MASKED')")
+    assert demo.scalar("SELECT needs_backfill FROM veil.streams WHERE source = 'customer'::regclass") is True
+    assert demo.scalar("SELECT count(address_id) FROM sanitized.customer") == 0
+    demo.execute("UPDATE customer SET address_id = 2 WHERE customer_id = 1")
+    assert demo.scalar("SELECT count(address_id) FROM sanitized.customer") == 1
+    demo.execute("CALL veil.backfill('public.customer')")
+    assert demo.scalar("SELECT count(address_id) FROM sanitized.customer") == 20
+    # Removing the rule takes the column out of the copy again.
+    demo.execute("SELECT veil.security_label('sanitized', 'COLUMN', 'public.customer.address_id', NULL)")
+    assert demo.scalar("SELECT count(*) FROM pg_attribute WHERE attrelid = 'sanitized.customer'::regclass"
+                       " AND attname = 'address_id' AND NOT attisdropped") == 0
+
+
+def test_the_key_column_keeps_its_rule_while_streamed(demo):
+    with pytest.raises(psycopg.errors.RaiseException, match="must keep its rules"):
+        demo.execute("SELECT veil.security_label('sanitized', 'COLUMN', 'public.customer.customer_id', NULL)")
+    assert demo.scalar("SELECT count(*) FROM veil.rules WHERE column_name = 'customer_id' AND policy = 'sanitized'") == 2

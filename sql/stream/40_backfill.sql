@@ -2,21 +2,19 @@
 -- batches, one transaction per batch, resumable from the last key recorded
 -- in veil_private.backfill_progress.
 --
--- Correct under concurrent writes: each batch takes FOR KEY SHARE locks on
--- the rows it reads (a concurrent DELETE or key change waits for the batch to
--- commit, then its trigger removes the copied row), and inserts with
--- ON CONFLICT DO NOTHING (a concurrent non-key UPDATE has written, or will
--- write, the newer row itself).
+-- Correct under concurrent writes: each batch takes FOR SHARE locks on the
+-- rows it reads, so a concurrent UPDATE or DELETE of them waits for the batch
+-- to commit and its trigger then writes over (or removes) what the batch
+-- copied; rows that exist in the copy are rewritten (ON CONFLICT DO UPDATE),
+-- which also fills columns whose rules were added after an earlier backfill.
 
 -- Copy the next batch_size keys after last_key; returns the rows copied, the
 -- new last key, and whether the table is done. The batch's upper key is fixed
 -- first, without locks: a row whose key a concurrent update moves while the
 -- batch locks it leaves the range (its trigger copies it), and cannot drag
 -- the pagination past rows not yet copied.
--- refresh (key rotation): also rewrite rows that exist, under FOR SHARE locks
--- so that no concurrent update can be overwritten by an older read.
 CREATE FUNCTION veil_private.backfill_batch(source oid, batch_size integer, INOUT last_key text[],
-                                            refresh boolean, OUT copied bigint, OUT done boolean)
+                                            OUT copied bigint, OUT done boolean)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog
 AS $$
@@ -59,19 +57,18 @@ BEGIN
         WITH batch AS (
             SELECT * FROM %1$s AS src
             WHERE %2$s AND %3$s
-            FOR %8$s),
+            FOR SHARE),
         written AS (
             INSERT INTO %4$s (%5$s)
             SELECT %6$s FROM batch AS src, %7$s
-            ON CONFLICT %9$s)
+            ON CONFLICT %8$s)
         SELECT count(*) FROM batch
         $q$,
         s.source::regclass,
         CASE WHEN last_key IS NULL THEN 'true' ELSE pg_catalog.format('(%s) > (%s)', key_list, key_typed) END,
         CASE WHEN done THEN 'true' ELSE pg_catalog.format('(%s) <= (%s)', key_list, upper_typed) END,
         s.target::regclass, cols, exprs, veil_private.key_join(),
-        CASE WHEN refresh THEN 'SHARE' ELSE 'KEY SHARE' END,
-        CASE WHEN refresh AND updates IS NOT NULL
+        CASE WHEN updates IS NOT NULL
              THEN pg_catalog.format('(%s) DO UPDATE SET %s',
                   (SELECT pg_catalog.string_agg(pg_catalog.quote_ident(c.name), ', ')
                    FROM veil_private.copy_columns(s.source, s.policy) c WHERE c.is_key), updates)
@@ -85,7 +82,7 @@ BEGIN
     WHERE p.source = backfill_batch.source;
 END
 $$;
-REVOKE ALL ON FUNCTION veil_private.backfill_batch(oid, integer, text[], boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION veil_private.backfill_batch(oid, integer, text[]) FROM PUBLIC;
 
 -- Begin (or resume) a backfill: checks, and the key to continue after.
 CREATE FUNCTION veil_private.backfill_start(source regclass, batch_size integer)
@@ -138,7 +135,7 @@ BEGIN
     LOOP
         PERFORM pg_catalog.set_config('search_path', 'pg_catalog', true);
         SELECT b.last_key, b.done INTO last_key, finished
-        FROM veil_private.backfill_batch(source, batch_size, last_key, false) AS b;
+        FROM veil_private.backfill_batch(source, batch_size, last_key) AS b;
         COMMIT;
         EXIT WHEN finished;
     END LOOP;

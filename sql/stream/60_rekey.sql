@@ -2,8 +2,8 @@
 --
 -- 1. A new key becomes current (committed at once): from then on every
 --    trigger writes new-version tokens.
--- 2. Each stream is re-copied in committed batches with the new key, rows
---    existing already being rewritten under FOR SHARE locks.
+-- 2. Each stream is re-copied in committed batches with the new key (the
+--    backfill's batches: rows that exist are rewritten under FOR SHARE locks).
 -- 3. Rows still keyed by an old-version token are deleted, in batches.
 -- 4. Once no old-version token is left in any copy, the old key is destroyed.
 -- While it runs, a row whose key is tokenized can be seen under both its old
@@ -90,7 +90,7 @@ BEGIN
         LOOP
             PERFORM pg_catalog.set_config('search_path', 'pg_catalog', true);
             SELECT b.last_key, b.done INTO last_key, finished
-            FROM veil_private.backfill_batch(stream_source, batch_size, last_key, true) AS b;
+            FROM veil_private.backfill_batch(stream_source, batch_size, last_key) AS b;
             COMMIT;
             EXIT WHEN finished;
         END LOOP;
