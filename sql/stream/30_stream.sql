@@ -30,12 +30,14 @@ AS $$
     ORDER BY a.attnum
 $$;
 
--- The current key, read once per generated statement.
+-- The current key, read once per generated statement. LIMIT 1 tells the
+-- planner it is one row: the never-analyzed keys table is otherwise taken
+-- for hundreds, which inflates costs past the JIT threshold.
 CREATE FUNCTION veil_private.key_join()
 RETURNS text
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog
-AS $$ SELECT '(SELECT k.version, k.key FROM veil_private.keys k WHERE k.is_current) AS veil_key' $$;
+AS $$ SELECT '(SELECT k.version, k.key FROM veil_private.keys k WHERE k.is_current LIMIT 1) AS veil_key' $$;
 
 -- Create or re-create a stream's copy columns, trigger function and triggers
 -- to match the source and the rules as they are now.
