@@ -57,9 +57,12 @@ def pg_server():
         with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
             roles_before = {r[0] for r in conn.execute("SELECT rolname FROM pg_roles")}
         yield server
-        # Roles the demo template created (e.g. consumer) outlive its database.
+        # The demo template's role (consumer) outlives its database; drop it
+        # and any test role left behind, if this run created them.
         with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
-            for (name,) in conn.execute("SELECT rolname FROM pg_roles").fetchall():
+            for (name,) in conn.execute(
+                "SELECT rolname FROM pg_roles WHERE rolname = 'consumer' OR rolname ~ '^t_[0-9a-f]{8}_'"
+            ).fetchall():
                 if name not in roles_before:
                     conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
         return
