@@ -38,6 +38,14 @@ BEGIN
 END
 $$;
 
+-- A rule that is one veil.token(...) call: the only function rule a copy's
+-- key may have, and the one compiled inline.
+CREATE FUNCTION veil_private.is_token_rule(expression text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog
+AS $$ SELECT expression ~ '^veil\.token\(.*\)$' $$;
+
 -- The SQL of one copy column, reading the source row as row_alias.
 CREATE FUNCTION veil_private.compiled_column(policy text, relid oid, attnum smallint, row_alias text)
 RETURNS text
@@ -57,7 +65,7 @@ BEGIN
             (SELECT a.attname FROM pg_catalog.pg_attribute a WHERE a.attrelid = relid AND a.attnum = compiled_column.attnum));
     END IF;
     rendered := veil_private.render_expression(r.expression, relid, row_alias);
-    IF rendered ~ '^veil\.token\(.*\)$' THEN
+    IF veil_private.is_token_rule(r.expression) THEN
         args := veil_private.split_arguments(rendered);
         IF pg_catalog.cardinality(args) = 1 THEN
             args := args || '''''::text'::text;
@@ -72,5 +80,5 @@ BEGIN
     RETURN rendered;
 END
 $$;
-REVOKE ALL ON FUNCTION veil_private.split_arguments(text),
+REVOKE ALL ON FUNCTION veil_private.split_arguments(text), veil_private.is_token_rule(text),
     veil_private.compiled_column(text, oid, smallint, text) FROM PUBLIC;

@@ -14,7 +14,7 @@ $$;
 
 -- The columns of a stream's copy: one per rule of its policy on the source.
 CREATE FUNCTION veil_private.copy_columns(source oid, policy text)
-RETURNS TABLE (attnum smallint, name name, type text, expression text, is_key boolean)
+RETURNS TABLE (attnum smallint, name name, type text, expression text, is_key boolean, is_token boolean)
 LANGUAGE sql STABLE STRICT
 SET search_path = pg_catalog
 AS $$
@@ -22,7 +22,8 @@ AS $$
            CASE r.kind WHEN 'not_masked' THEN pg_catalog.format_type(a.atttypid, a.atttypmod)
                        ELSE r.expression_type END,
            veil_private.compiled_column(r.policy, r.relid, r.attnum, 'src'),
-           a.attnum = ANY (i.indkey)
+           a.attnum = ANY (i.indkey),
+           r.kind = 'function' AND veil_private.is_token_rule(r.expression)
     FROM veil_private.column_rules r
     JOIN pg_catalog.pg_attribute a ON a.attrelid = r.relid AND a.attnum = r.attnum AND NOT a.attisdropped
     LEFT JOIN pg_catalog.pg_index i ON i.indrelid = r.relid AND i.indisprimary
@@ -39,6 +40,28 @@ LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog
 AS $$ SELECT '(SELECT k.version, k.key FROM veil_private.keys k WHERE k.is_current LIMIT 1) AS veil_key' $$;
 
+-- The upsert of the copy rows computed from rows_from (a relation read as
+-- src): the one statement the triggers and the backfill both write with.
+CREATE FUNCTION veil_private.copy_upsert(source oid, rows_from text)
+RETURNS text
+LANGUAGE sql STABLE STRICT
+SET search_path = pg_catalog
+AS $$
+    SELECT pg_catalog.format(
+        'INSERT INTO %s AS t (%s) SELECT %s FROM %s AS src, %s ON CONFLICT (%s) DO %s',
+        s.target::regclass,
+        pg_catalog.string_agg(pg_catalog.quote_ident(c.name), ', ' ORDER BY c.attnum),
+        pg_catalog.string_agg(c.expression, ', ' ORDER BY c.attnum),
+        rows_from, veil_private.key_join(),
+        pg_catalog.string_agg(pg_catalog.quote_ident(c.name), ', ' ORDER BY c.attnum) FILTER (WHERE c.is_key),
+        coalesce('UPDATE SET ' || pg_catalog.string_agg(pg_catalog.format('%1$I = EXCLUDED.%1$I', c.name), ', '
+                                                        ORDER BY c.attnum) FILTER (WHERE NOT c.is_key),
+                 'NOTHING'))
+    FROM veil_private.streams s, veil_private.copy_columns(s.source, s.policy) c
+    WHERE s.source = copy_upsert.source
+    GROUP BY s.target
+$$;
+
 -- Create or re-create a stream's copy columns, trigger function and triggers
 -- to match the source and the rules as they are now.
 CREATE FUNCTION veil_private.build_stream(source oid)
@@ -51,12 +74,10 @@ DECLARE
     col record;
     target_name name;
     existing name;
-    cols text;
-    exprs text;
-    updates text;
-    key_cols text;
     key_exprs text;
     key_match text;
+    key_returning text;
+    key_count bigint;
     raw_key_match text;
     fn_name name := 'stream_' || source;
 BEGIN
@@ -96,16 +117,14 @@ BEGIN
         END IF;
     END LOOP;
 
-    SELECT pg_catalog.string_agg(pg_catalog.quote_ident(c.name), ', '),
-           pg_catalog.string_agg(c.expression, ', '),
-           pg_catalog.string_agg(pg_catalog.format('%1$I = EXCLUDED.%1$I', c.name), ', ') FILTER (WHERE NOT c.is_key),
-           pg_catalog.string_agg(pg_catalog.quote_ident(c.name), ', ') FILTER (WHERE c.is_key),
-           pg_catalog.string_agg(c.expression || ' AS ' || pg_catalog.quote_ident(c.name), ', ') FILTER (WHERE c.is_key),
-           pg_catalog.string_agg(pg_catalog.format('t.%1$I = gone.%1$I', c.name), ' AND ') FILTER (WHERE c.is_key)
-    INTO cols, exprs, updates, key_cols, key_exprs, key_match
-    FROM veil_private.copy_columns(s.source, s.policy) c;
-    IF (SELECT count(*) FROM veil_private.copy_columns(s.source, s.policy) c WHERE c.is_key)
-       <> (SELECT i.indnkeyatts FROM pg_catalog.pg_index i WHERE i.indrelid = s.source AND i.indisprimary) THEN
+    SELECT pg_catalog.string_agg(c.expression || ' AS ' || pg_catalog.quote_ident(c.name), ', ' ORDER BY c.attnum),
+           pg_catalog.string_agg(pg_catalog.format('t.%1$I = gone.%1$I', c.name), ' AND ' ORDER BY c.attnum),
+           pg_catalog.string_agg('t.' || pg_catalog.quote_ident(c.name), ', ' ORDER BY c.attnum),
+           count(*)
+    INTO key_exprs, key_match, key_returning, key_count
+    FROM veil_private.copy_columns(s.source, s.policy) c
+    WHERE c.is_key;
+    IF key_count <> (SELECT i.indnkeyatts FROM pg_catalog.pg_index i WHERE i.indrelid = s.source AND i.indisprimary) THEN
         RAISE EXCEPTION 'pgveil: the primary key of % must keep its rules in policy % while it is streamed', s.source::regclass, s.policy
             USING HINT = pg_catalog.format('SELECT veil.unstream(%L) first.', s.source::regclass);
     END IF;
@@ -142,7 +161,7 @@ BEGIN
         -- An update that changes the key moves the row: its old key goes.
         WITH gone AS (
             SELECT %5$s FROM old_rows AS src, %6$s
-            WHERE NOT EXISTS (SELECT FROM new_rows AS n WHERE %12$s)),
+            WHERE NOT EXISTS (SELECT FROM new_rows AS n WHERE %10$s)),
         removed AS (DELETE FROM %3$s AS t USING gone WHERE %7$s RETURNING %8$s)
         SELECT count(*), (SELECT json_agg(r) FROM (SELECT * FROM removed LIMIT 100) r)
         INTO changed, keys FROM removed;
@@ -152,9 +171,7 @@ BEGIN
     END IF;
     IF TG_OP IN ('INSERT', 'UPDATE') THEN
         WITH written AS (
-            INSERT INTO %3$s AS t (%9$s)
-            SELECT %10$s FROM new_rows AS src, %6$s
-            ON CONFLICT (%13$s) DO %11$s
+            %9$s
             RETURNING %8$s)
         SELECT count(*), (SELECT json_agg(w) FROM (SELECT * FROM written LIMIT 100) w)
         INTO changed, keys FROM written;
@@ -167,12 +184,8 @@ END
 $body$
 $fn$,
         fn_name, s.source::regclass, target_name, veil_private.copy_name(s.source),
-        key_exprs, veil_private.key_join(), key_match,
-        (SELECT pg_catalog.string_agg('t.' || pg_catalog.quote_ident(c.name), ', ')
-         FROM veil_private.copy_columns(s.source, s.policy) c WHERE c.is_key),
-        cols, exprs,
-        CASE WHEN updates IS NULL THEN 'NOTHING' ELSE 'UPDATE SET ' || updates END,
-        raw_key_match, key_cols);
+        key_exprs, veil_private.key_join(), key_match, key_returning,
+        veil_private.copy_upsert(s.source, 'new_rows'), raw_key_match);
     EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION veil_private.%I() FROM PUBLIC', fn_name);
     UPDATE veil_private.streams SET trigger_fn = pg_catalog.format('veil_private.%I()', fn_name)::regprocedure
     WHERE streams.source = s.source;
@@ -233,7 +246,7 @@ BEGIN
     JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
     LEFT JOIN veil_private.column_rules r ON r.relid = i.indrelid AND r.attnum = a.attnum AND r.policy = stream.policy
     WHERE i.indrelid = source AND i.indisprimary
-      AND (r.kind IS NULL OR NOT (r.kind = 'not_masked' OR r.expression ~ '^veil\.token\(.*\)$'));
+      AND (r.kind IS NULL OR NOT (r.kind = 'not_masked' OR veil_private.is_token_rule(r.expression)));
     IF missing IS NOT NULL THEN
         RAISE EXCEPTION 'pgveil: primary key column(s) % of % need a rule in policy % that is NOT MASKED or a veil.token(...) call', missing, source, policy
             USING HINT = 'The copy''s key is derived from the source key, so it must be deterministic and unique.';
@@ -324,6 +337,7 @@ CREATE TRIGGER rebuild_streams_on_delete AFTER DELETE ON veil_private.column_rul
     EXECUTE FUNCTION veil_private.rebuild_streams_after_rule_change();
 
 REVOKE ALL ON FUNCTION veil_private.copy_name(oid), veil_private.copy_columns(oid, text),
+    veil_private.copy_upsert(oid, text),
     veil_private.key_join(), veil_private.build_stream(oid),
     veil_private.notify_change(name, text, bigint, json),
     veil.stream(regclass, text), veil.unstream(regclass),

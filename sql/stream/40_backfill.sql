@@ -25,9 +25,6 @@ DECLARE
     key_text text;
     upper_typed text;
     upper_key text[];
-    cols text;
-    exprs text;
-    updates text;
 BEGIN
     SELECT * INTO s FROM veil_private.streams WHERE streams.source = backfill_batch.source;
     SELECT pg_catalog.string_agg(pg_catalog.format('src.%I', a.attname), ', ' ORDER BY k.ord),
@@ -39,10 +36,6 @@ BEGIN
          LATERAL pg_catalog.unnest(i.indkey::smallint[]) WITH ORDINALITY AS k(attnum, ord)
     JOIN pg_catalog.pg_attribute a ON a.attnum = k.attnum
     WHERE i.indrelid = s.source AND i.indisprimary AND a.attrelid = s.source;
-    SELECT pg_catalog.string_agg(pg_catalog.quote_ident(c.name), ', '), pg_catalog.string_agg(c.expression, ', '),
-           pg_catalog.string_agg(pg_catalog.format('%1$I = EXCLUDED.%1$I', c.name), ', ') FILTER (WHERE NOT c.is_key)
-    INTO cols, exprs, updates
-    FROM veil_private.copy_columns(s.source, s.policy) c;
 
     EXECUTE pg_catalog.format(
         'SELECT ARRAY[%s] FROM %s AS src WHERE %s ORDER BY %s OFFSET %s LIMIT 1',
@@ -58,21 +51,13 @@ BEGIN
             SELECT * FROM %1$s AS src
             WHERE %2$s AND %3$s
             FOR SHARE),
-        written AS (
-            INSERT INTO %4$s (%5$s)
-            SELECT %6$s FROM batch AS src, %7$s
-            ON CONFLICT %8$s)
+        written AS (%4$s)
         SELECT count(*) FROM batch
         $q$,
         s.source::regclass,
         CASE WHEN last_key IS NULL THEN 'true' ELSE pg_catalog.format('(%s) > (%s)', key_list, key_typed) END,
         CASE WHEN done THEN 'true' ELSE pg_catalog.format('(%s) <= (%s)', key_list, upper_typed) END,
-        s.target::regclass, cols, exprs, veil_private.key_join(),
-        CASE WHEN updates IS NOT NULL
-             THEN pg_catalog.format('(%s) DO UPDATE SET %s',
-                  (SELECT pg_catalog.string_agg(pg_catalog.quote_ident(c.name), ', ')
-                   FROM veil_private.copy_columns(s.source, s.policy) c WHERE c.is_key), updates)
-             ELSE 'DO NOTHING' END)
+        veil_private.copy_upsert(s.source, 'batch'))
     INTO copied
     USING last_key, upper_key;
     -- The next batch starts after this one's upper key (when done, it matters no more).

@@ -25,7 +25,7 @@ BEGIN
     SELECT pg_catalog.string_agg(pg_catalog.format('veil.token_key_version(%I) <> current_key.version', c.name), ' OR ')
     INTO stale
     FROM veil_private.copy_columns(s.source, s.policy) c
-    WHERE c.is_key AND c.expression ~ '^\(''v'' \|\| veil_key\.version';
+    WHERE c.is_key AND c.is_token;
     IF stale IS NULL THEN
         RETURN 0;  -- the key is not tokenized: step 2 rewrote every row in place
     END IF;
@@ -53,7 +53,7 @@ BEGIN
     FOR col IN
         SELECT s.target::regclass AS target, c.name
         FROM veil_private.streams s, veil_private.copy_columns(s.source, s.policy) c
-        WHERE c.expression ~ '^\(''v'' \|\| veil_key\.version'
+        WHERE c.is_token
     LOOP
         EXECUTE pg_catalog.format(
             'SELECT EXISTS (SELECT FROM %s WHERE veil.token_key_version(%I)'
