@@ -4,6 +4,7 @@ Importing this module registers them, after which a revision can write::
 
     op.security_label("mask", "COLUMN", "public.customer.email",
                       "MASKED WITH FUNCTION veil.partial_email(email)")
+    op.mask_role("analyst")
     op.rotate_key()
     op.stream_table("public.customer")
     with op.get_context().autocommit_block():
@@ -52,6 +53,39 @@ def _security_label(operations: Operations, operation: SecurityLabelOp) -> None:
             object_name=operation.object_name,
             label=operation.label,
         )
+    )
+
+
+@Operations.register_operation("mask_role")
+class MaskRoleOp(MigrateOperation):
+    """Mask a role under a views policy (reverse: unmask it, restoring its search_path and grants)."""
+
+    def __init__(self, role: str, policy: str = "mask", remove: bool = False) -> None:
+        self.role = role
+        self.policy = policy
+        self.remove = remove
+
+    @classmethod
+    def mask_role(cls, operations: Operations, role: str, policy: str = "mask") -> None:
+        operations.invoke(cls(role, policy))
+
+    @classmethod
+    def unmask_role(cls, operations: Operations, role: str, policy: str = "mask") -> None:
+        operations.invoke(cls(role, policy, remove=True))
+
+    def reverse(self) -> MaskRoleOp:
+        return MaskRoleOp(self.role, self.policy, remove=not self.remove)
+
+
+Operations.register_operation("unmask_role", "unmask_role")(MaskRoleOp)
+
+
+@Operations.implementation_for(MaskRoleOp)
+def _mask_role(operations: Operations, operation: MaskRoleOp) -> None:
+    # The role's name is one identifier, quoted as such for the label's object name.
+    operations.execute(
+        text("SELECT veil.security_label(:policy, 'ROLE', pg_catalog.quote_ident(:role), :label)").bindparams(
+            policy=operation.policy, role=operation.role, label=None if operation.remove else "MASKED")
     )
 
 

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from sqlalchemy.exc import DBAPIError
 
 from pgveil import config, inventory, migrate, preflight, sandbox, streaming
 from pgveil.errors import PgveilError
@@ -39,8 +40,10 @@ def reports_errors(fn):
             return fn(*args, **kwargs)
         except (PgveilError, CommandError) as exc:
             err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        except psycopg.Error as exc:
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        except (psycopg.Error, DBAPIError) as exc:
+            # A migration's database error reaches us wrapped by SQLAlchemy.
+            cause = exc.orig if isinstance(exc, DBAPIError) else exc
+            first_line = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
             err.print(f"[red]error:[/red] {escape(first_line)}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
 

@@ -57,11 +57,11 @@ def pg_server():
         with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
             roles_before = {r[0] for r in conn.execute("SELECT rolname FROM pg_roles")}
         yield server
-        # The demo template's role (consumer) outlives its database; drop it
-        # and any test role left behind, if this run created them.
+        # The demo template's roles (consumer, analyst) outlive its database;
+        # drop them and any test role left behind, if this run created them.
         with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
             for (name,) in conn.execute(
-                "SELECT rolname FROM pg_roles WHERE rolname = 'consumer' OR rolname ~ '^t_[0-9a-f]{8}_'"
+                "SELECT rolname FROM pg_roles WHERE rolname IN ('consumer', 'analyst') OR rolname ~ '^t_[0-9a-f]{8}_'"
             ).fetchall():
                 if name not in roles_before:
                     conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
@@ -182,4 +182,8 @@ def toolkit(_role_janitor, pg_server, toolkit_conn) -> Database:
 @pytest.fixture
 def demo(_role_janitor, pg_server, demo_conn) -> Database:
     """A database with the toolkit and the demo application installed."""
-    return _database(_role_janitor, pg_server, demo_conn)
+    db = _database(_role_janitor, pg_server, demo_conn)
+    # A database cloned from a template does not inherit per-database role
+    # settings: the refresh gives analyst its search_path here.
+    db.execute("SELECT veil.refresh_masking()")
+    return db

@@ -1,0 +1,78 @@
+-- Dynamic masking: what pgveil knows of the views it generates and of the
+-- roles it masks.
+--
+-- A policy delivered through views (mask, and any created with delivery
+-- 'views') gets one mask schema per source schema that has rules in it:
+-- <policy>_<schema>, e.g. mask_public. Every table of that source schema has
+-- a security_barrier view of the same name there, owned by the toolkit owner.
+-- Masked roles find the mask schemas first in their search_path and have no
+-- privilege on the raw tables.
+
+CREATE TABLE veil_private.mask_schemas (
+    policy       text NOT NULL REFERENCES veil_private.policies ON DELETE CASCADE,
+    source_nspid oid  NOT NULL,
+    mask_nspid   oid  NOT NULL UNIQUE,
+    PRIMARY KEY (policy, source_nspid)
+);
+
+CREATE TABLE veil_private.mask_views (
+    policy     text NOT NULL REFERENCES veil_private.policies ON DELETE CASCADE,
+    source     oid  NOT NULL,
+    view_oid   oid  NOT NULL UNIQUE,
+    -- The SELECT the view was generated with: a view is stale when the rules
+    -- or the table now give a different one.
+    definition text NOT NULL,
+    PRIMARY KEY (policy, source)
+);
+
+-- What masking a role changed, so that unmasking restores it exactly.
+CREATE TABLE veil_private.masked_roles (
+    roleid oid  PRIMARY KEY,
+    policy text NOT NULL REFERENCES veil_private.policies ON DELETE CASCADE,
+    -- The role's own search_path setting in this database before masking
+    -- (pg_db_role_setting), NULL when it had none.
+    previous_search_path text
+);
+
+-- Direct privileges on raw tables that masking withheld from a role.
+CREATE TABLE veil_private.withheld_privileges (
+    roleid    oid      NOT NULL REFERENCES veil_private.masked_roles ON DELETE CASCADE,
+    relid     oid      NOT NULL,
+    -- 0: a table privilege; otherwise the column's number.
+    attnum    smallint NOT NULL,
+    privilege text     NOT NULL,
+    grantable boolean  NOT NULL,
+    PRIMARY KEY (roleid, relid, attnum, privilege)
+);
+REVOKE ALL ON veil_private.mask_schemas, veil_private.mask_views, veil_private.masked_roles,
+    veil_private.withheld_privileges FROM PUBLIC;
+
+-- <policy>_<schema>: the mask schema of one source schema.
+CREATE FUNCTION veil_private.mask_schema_name(policy text, source_nspid oid)
+RETURNS text
+LANGUAGE sql STABLE STRICT
+SET search_path = pg_catalog
+AS $$
+    SELECT policy || '_' || n.nspname FROM pg_catalog.pg_namespace n WHERE n.oid = source_nspid
+$$;
+
+-- The role that owns the toolkit (and so the generated views).
+CREATE FUNCTION veil_private.toolkit_owner()
+RETURNS name
+LANGUAGE sql STABLE
+SET search_path = pg_catalog
+AS $$
+    SELECT n.nspowner::regrole::name FROM pg_catalog.pg_namespace n WHERE n.nspname = 'veil_private'
+$$;
+
+CREATE VIEW veil.masked_roles AS
+    SELECT ro.rolname AS role_name, m.policy, m.previous_search_path,
+           (SELECT pg_catalog.count(*) FROM veil_private.withheld_privileges w
+            WHERE w.roleid = m.roleid) AS withheld_privileges
+    FROM veil_private.masked_roles m JOIN pg_catalog.pg_roles ro ON ro.oid = m.roleid;
+
+CREATE VIEW veil.mask_views AS
+    SELECT v.policy, v.source::regclass AS source, v.view_oid::regclass AS view
+    FROM veil_private.mask_views v;
+REVOKE ALL ON veil.masked_roles, veil.mask_views FROM PUBLIC;
+REVOKE ALL ON FUNCTION veil_private.mask_schema_name(text, oid), veil_private.toolkit_owner() FROM PUBLIC;

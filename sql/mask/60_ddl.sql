@@ -1,0 +1,59 @@
+-- DDL keeps mask views correct in the same transaction, where the
+-- installing role may create event triggers:
+--   * before ALTER TABLE, DROP TABLE and DROP SCHEMA, the mask views stop
+--     depending on the tables (detach), so that dropping or retyping a
+--     masked column or table needs no CASCADE;
+--   * after DDL that creates, alters or drops tables or schemas, and after
+--     GRANT, every views policy is refreshed: views rebuilt, and masked roles
+--     checked again (a GRANT that would let a masked role reach raw data
+--     through PUBLIC or a role it belongs to is refused; a direct grant is
+--     withheld until the role is unmasked).
+-- Elsewhere veil.masking_problems() (pgveil status) reports stale views and
+-- veil.refresh_masking() (pgveil refresh) fixes them.
+
+CREATE FUNCTION veil_private.detach_mask_views_before_ddl()
+RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+BEGIN
+    IF coalesce(pg_catalog.current_setting('pgveil.building_masks', true), '') <> 'on' THEN
+        PERFORM pg_catalog.set_config('pgveil.building_masks', 'on', true);
+        PERFORM veil_private.detach_mask_views();
+        PERFORM pg_catalog.set_config('pgveil.building_masks', '', true);
+    END IF;
+END
+$$;
+
+CREATE FUNCTION veil_private.refresh_masking_after_ddl()
+RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+    policy text;
+BEGIN
+    IF coalesce(pg_catalog.current_setting('pgveil.building_masks', true), '') = 'on' THEN
+        RETURN;
+    END IF;
+    PERFORM veil_private.forget_stale_rules();
+    FOR policy IN SELECT p.name FROM veil_private.policies p WHERE p.delivery = 'views' LOOP
+        PERFORM veil_private.refresh_views_policy(policy);
+    END LOOP;
+END
+$$;
+REVOKE ALL ON FUNCTION veil_private.detach_mask_views_before_ddl(), veil_private.refresh_masking_after_ddl() FROM PUBLIC;
+
+DO $$
+BEGIN
+    CREATE EVENT TRIGGER veil_detach_mask_views ON ddl_command_start
+        WHEN TAG IN ('ALTER TABLE', 'DROP TABLE', 'DROP SCHEMA')
+        EXECUTE FUNCTION veil_private.detach_mask_views_before_ddl();
+    CREATE EVENT TRIGGER veil_refresh_masking ON ddl_command_end
+        WHEN TAG IN ('ALTER TABLE', 'DROP TABLE', 'DROP SCHEMA', 'ALTER SCHEMA', 'CREATE TABLE',
+                     'CREATE TABLE AS', 'SELECT INTO', 'GRANT')
+        EXECUTE FUNCTION veil_private.refresh_masking_after_ddl();
+EXCEPTION WHEN insufficient_privilege THEN
+    RAISE NOTICE 'pgveil: this role may not create event triggers; after DDL on masked tables, run SELECT veil.refresh_masking() (pgveil refresh)';
+END
+$$;
