@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 from typing import Annotated, Optional
 
@@ -15,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from sqlalchemy.exc import DBAPIError
 
-from pgveil import config, inventory, migrate, preflight, sandbox, streaming
+from pgveil import config, inventory, migrate, preflight, sandbox, status, streaming
 from pgveil.errors import PgveilError
 
 app = typer.Typer(help="pgveil: in-database privacy toolkit for PostgreSQL.", no_args_is_help=True)
@@ -133,6 +134,54 @@ def rotate_key(
             conn.execute("CALL veil.rekey(%s)", (batch_size,))
         version = conn.execute("SELECT version FROM veil.key_versions WHERE is_current").fetchone()[0]
     out.print(f"key version {version} is current; older keys are destroyed")
+
+
+@app.command("status")
+@reports_errors
+def status_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Policies, masked roles and tables, streams, and problems (exit 1 when there are any)."""
+    with preflight.connect(config.database_url(database_url)) as conn:
+        report = status.gather(conn)
+    if as_json:
+        print(json.dumps(report, default=str, indent=2))
+    else:
+        _print_status(report)
+    if report["problems"]:
+        raise typer.Exit(1)
+
+
+def _print_status(report: dict) -> None:
+    titles = {"policies": "policies", "masked_roles": "masked roles", "masked_tables": "masked tables",
+              "streams": "streams", "problems": "problems"}
+    for section, title in titles.items():
+        rows = report[section]
+        if not rows:
+            out.print(f"{title}: none")
+            continue
+        table = Table(title=f"{title} ({len(rows)})", title_justify="left")
+        for column in rows[0]:
+            table.add_column(column.replace("_", " "))
+        for row in rows:
+            table.add_row(*(escape(str(v)) for v in row.values()))
+        out.print(table)
+    out.print(f"refresh after DDL: {report['refresh_after_ddl']}")
+
+
+@app.command("refresh")
+@reports_errors
+def refresh_command(
+    policy: Annotated[Optional[str], typer.Option(help="One policy; default: every policy delivered through views.")] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Rebuild mask views and re-apply masked roles (after DDL where pgveil has no event triggers)."""
+    with preflight.connect(config.database_url(database_url)) as conn:
+        rebuilt = status.refresh(conn, policy)
+        conn.commit()
+    for name, count in rebuilt.items():
+        out.print(f"{name}: {count} view(s) rebuilt")
 
 
 @app.command("demo")

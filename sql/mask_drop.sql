@@ -22,7 +22,7 @@ DROP TRIGGER refresh_masking_on_insert ON veil_private.column_rules;
 DROP TRIGGER refresh_masking_on_update ON veil_private.column_rules;
 DROP TRIGGER refresh_masking_on_delete ON veil_private.column_rules;
 DROP TRIGGER refresh_masking_on_policy_change ON veil_private.policies;
-DROP FUNCTION veil.masking_problems(), veil.refresh_masking(text),
+DROP FUNCTION veil.set_security_barrier(text, boolean), veil.masking_problems(), veil.refresh_masking(text),
     veil_private.detach_mask_views_before_ddl(), veil_private.refresh_masking_after_ddl(),
     veil_private.mask_roles_after_rule_change(), veil_private.unmask_role(oid), veil_private.mask_role(text, oid),
     veil_private.apply_masked_role(oid), veil_private.set_role_search_path(oid, text[]),
@@ -35,5 +35,6 @@ DROP FUNCTION veil.masking_problems(), veil.refresh_masking(text),
     veil_private.inline_partial_email(text), veil_private.inline_partial(text, text, text, text),
     veil_private.calls_volatile(text), veil_private.toolkit_owner(), veil_private.mask_schema_name(text, oid);
 DROP VIEW veil.masked_roles, veil.mask_views;
-DROP TABLE veil_private.withheld_privileges, veil_private.masked_roles, veil_private.mask_views,
+DROP TABLE veil_private.dictionary_items, veil_private.withheld_privileges, veil_private.masked_roles, veil_private.mask_views,
     veil_private.mask_schemas;
+ALTER TABLE veil_private.policies DROP COLUMN security_barrier;

@@ -4,9 +4,35 @@
 -- A policy delivered through views (mask, and any created with delivery
 -- 'views') gets one mask schema per source schema that has rules in it:
 -- <policy>_<schema>, e.g. mask_public. Every table of that source schema has
--- a security_barrier view of the same name there, owned by the toolkit owner.
+-- a view of the same name there, owned by the toolkit owner.
 -- Masked roles find the mask schemas first in their search_path and have no
 -- privilege on the raw tables.
+
+-- Mask views are plain views unless the policy asks for security_barrier.
+-- They filter no rows, and every output column is its rule's expression, so
+-- a user's function in WHERE only ever sees masked values either way; but
+-- PostgreSQL never uses statistics through a security_barrier view and never
+-- pushes a join into one, so joins through them are misestimated and a
+-- point lookup joined to a masked table scans all of it.
+ALTER TABLE veil_private.policies ADD COLUMN security_barrier boolean NOT NULL DEFAULT false;
+
+CREATE FUNCTION veil.set_security_barrier(policy text, security_barrier boolean)
+RETURNS void
+LANGUAGE plpgsql VOLATILE STRICT
+SET search_path = pg_catalog
+AS $$
+BEGIN
+    PERFORM veil.require_governor();
+    UPDATE veil_private.policies p SET security_barrier = set_security_barrier.security_barrier
+    WHERE p.name = policy AND p.delivery = 'views';
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'pgveil: % is not a policy delivered through views', pg_catalog.quote_literal(policy);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION veil.set_security_barrier(text, boolean) IS
+    'Generate a views policy''s mask views WITH (security_barrier) or as plain views (the default).';
+REVOKE ALL ON FUNCTION veil.set_security_barrier(text, boolean) FROM PUBLIC;
 
 CREATE TABLE veil_private.mask_schemas (
     policy       text NOT NULL REFERENCES veil_private.policies ON DELETE CASCADE,
@@ -44,8 +70,16 @@ CREATE TABLE veil_private.withheld_privileges (
     grantable boolean  NOT NULL,
     PRIMARY KEY (roleid, relid, attnum, privilege)
 );
+-- Each fake-value dictionary as one jsonb array (position = id - 1): mask
+-- views read a whole dictionary once per query and index into it per row.
+CREATE TABLE veil_private.dictionary_items (
+    name  text  PRIMARY KEY REFERENCES veil.dictionaries ON DELETE CASCADE,
+    items jsonb NOT NULL
+);
+INSERT INTO veil_private.dictionary_items
+SELECT d.name, pg_catalog.jsonb_agg(d.value ORDER BY d.id) FROM veil.dictionary d GROUP BY d.name;
 REVOKE ALL ON veil_private.mask_schemas, veil_private.mask_views, veil_private.masked_roles,
-    veil_private.withheld_privileges FROM PUBLIC;
+    veil_private.withheld_privileges, veil_private.dictionary_items FROM PUBLIC;
 
 -- <policy>_<schema>: the mask schema of one source schema.
 CREATE FUNCTION veil_private.mask_schema_name(policy text, source_nspid oid)
@@ -72,7 +106,9 @@ CREATE VIEW veil.masked_roles AS
     FROM veil_private.masked_roles m JOIN pg_catalog.pg_roles ro ON ro.oid = m.roleid;
 
 CREATE VIEW veil.mask_views AS
-    SELECT v.policy, v.source::regclass AS source, v.view_oid::regclass AS view
+    SELECT v.policy, v.source::regclass AS source, v.view_oid::regclass AS view,
+           (SELECT pg_catalog.count(*) FROM veil_private.column_rules r
+            WHERE r.policy = v.policy AND r.relid = v.source) AS rules
     FROM veil_private.mask_views v;
 REVOKE ALL ON veil.masked_roles, veil.mask_views FROM PUBLIC;
 REVOKE ALL ON FUNCTION veil_private.mask_schema_name(text, oid), veil_private.toolkit_owner() FROM PUBLIC;

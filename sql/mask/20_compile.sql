@@ -4,10 +4,13 @@
 -- read. PostgreSQL drops an unused output column of a view (even a
 -- security_barrier one) unless it is volatile, and removes an unused LEFT
 -- JOIN to a relation that returns at most one row per outer row. So:
---   * fake_*() is a LEFT JOIN to its dictionary on (name, id), with the id
---     drawn from a hash of the row's ctid and the statement's timestamp: a
---     STABLE pick, different per row and per statement, looked up by a hash
---     join instead of one function call (and one query) per row;
+--   * fake_*() picks from its dictionary as one jsonb array, read once per
+--     query (an initplan), at a position drawn from a hash of the row's ctid
+--     and the statement's timestamp: a STABLE pick, different per row and per
+--     statement, costing an array access instead of a function call and a
+--     query per row. (A join to the dictionary table would be as fast, but a
+--     removed join still keeps its columns in the scan, which rules out
+--     index-only scans.)
 --   * partial() and partial_email() of a column are written out inline, the
 --     same SQL as the functions without a call per row;
 --   * any other volatile rule (noise, random_*) is a LEFT JOIN LATERAL to an
@@ -93,12 +96,14 @@ BEGIN
         SELECT d.* INTO dictionary FROM veil.dictionaries d
         WHERE rendered = pg_catalog.format('veil.fake_%s()', d.name);
         IF FOUND THEN
-            join_clause := pg_catalog.format(
-                'LEFT JOIN veil.dictionary AS %1$I ON %1$I.name = %2$L AND %1$I.id = 1 + ((pg_catalog.hashtidextended(src.ctid,'
-                ' pg_catalog.timestamp_hash_extended(pg_catalog.statement_timestamp()::timestamp, %3$s))'
-                ' & 2147483647) %% %4$s)::integer',
-                alias, dictionary.name, attnum, dictionary.size);
-            expression := pg_catalog.format('(%I.value)::%s', alias, column_type);
+            -- "|| '[]'" makes the initplan's value an in-memory copy: rows
+            -- then do not each detoast the array again.
+            expression := pg_catalog.format(
+                '(((SELECT i.items OPERATOR(pg_catalog.||) ''[]''::jsonb FROM veil_private.dictionary_items i WHERE i.name = %1$L))'
+                ' OPERATOR(pg_catalog.->>) ((pg_catalog.hashtidextended(src.ctid,'
+                ' pg_catalog.timestamp_hash_extended(pg_catalog.statement_timestamp()::timestamp, %2$s))'
+                ' & 2147483647) %% %3$s)::integer)::%4$s',
+                dictionary.name, attnum, dictionary.size, column_type);
             RETURN;
         END IF;
         -- Inline forms need plain arguments: each is evaluated more than once.

@@ -58,7 +58,7 @@ BEGIN
                    pg_catalog.format_type(a.atttypid, a.atttypmod), a.attname), ', ' ORDER BY a.attnum)
         INTO placeholder
         FROM pg_catalog.pg_attribute a WHERE a.attrelid = v.view_oid AND a.attnum > 0;
-        EXECUTE pg_catalog.format('CREATE OR REPLACE VIEW %s WITH (security_barrier) AS SELECT %s WHERE false',
+        EXECUTE pg_catalog.format('CREATE OR REPLACE VIEW %s AS SELECT %s WHERE false',
                                   v.view_oid::regclass, coalesce(placeholder, ''));
         UPDATE veil_private.mask_views SET definition = '' WHERE policy = v.policy AND source = v.source;
     END LOOP;
@@ -74,6 +74,7 @@ SET search_path = pg_catalog
 AS $$
 DECLARE
     owner name := veil_private.toolkit_owner();
+    barrier boolean := (SELECT p.security_barrier FROM veil_private.policies p WHERE p.name = policy);
     s record;
     t record;
     mask_nspid oid;
@@ -128,19 +129,21 @@ BEGIN
             WHERE c.relnamespace = s.source_nspid AND c.relkind IN ('r', 'p')
         LOOP
             query := veil_private.mask_view_query(policy, t.oid);
-            CONTINUE WHEN t.view_name = t.relname AND t.definition = query;
+            CONTINUE WHEN t.view_name = t.relname AND t.definition = query
+                AND (SELECT coalesce(v.reloptions, '{}') FROM pg_catalog.pg_class v WHERE v.oid = t.view_oid)
+                    @> ARRAY['security_barrier=' || barrier::text];
             IF t.view_name IS NOT NULL AND t.view_name <> t.relname THEN
                 -- The table was renamed: its view follows.
                 EXECUTE pg_catalog.format('DROP VIEW %s CASCADE', t.view_oid::regclass);
             END IF;
             BEGIN
-                EXECUTE pg_catalog.format('CREATE OR REPLACE VIEW %I.%I WITH (security_barrier) AS %s',
-                                          mask_nspid::regnamespace::name, t.relname, query);
+                EXECUTE pg_catalog.format('CREATE OR REPLACE VIEW %I.%I WITH (security_barrier = %s) AS %s',
+                                          mask_nspid::regnamespace::name, t.relname, barrier::text, query);
             EXCEPTION WHEN invalid_table_definition OR feature_not_supported OR datatype_mismatch THEN
                 -- Columns were removed, reordered or retyped: only a new view will do.
                 EXECUTE pg_catalog.format('DROP VIEW %I.%I CASCADE', mask_nspid::regnamespace::name, t.relname);
-                EXECUTE pg_catalog.format('CREATE VIEW %I.%I WITH (security_barrier) AS %s',
-                                          mask_nspid::regnamespace::name, t.relname, query);
+                EXECUTE pg_catalog.format('CREATE VIEW %I.%I WITH (security_barrier = %s) AS %s',
+                                          mask_nspid::regnamespace::name, t.relname, barrier::text, query);
             END;
             view_oid := pg_catalog.format('%I.%I', mask_nspid::regnamespace::name, t.relname)::regclass;
             IF (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = view_oid) <> owner::regrole THEN
@@ -269,8 +272,9 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog
 AS $$
 BEGIN
-    IF NEW.delivery = 'views' AND (OLD.pass_through_unlabeled, OLD.allow_keyed_functions)
-                                  IS DISTINCT FROM (NEW.pass_through_unlabeled, NEW.allow_keyed_functions) THEN
+    IF NEW.delivery = 'views'
+       AND (OLD.pass_through_unlabeled, OLD.allow_keyed_functions, OLD.security_barrier)
+           IS DISTINCT FROM (NEW.pass_through_unlabeled, NEW.allow_keyed_functions, NEW.security_barrier) THEN
         PERFORM veil_private.refresh_views_policy(NEW.name);
     END IF;
     RETURN NULL;
