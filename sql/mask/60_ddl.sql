@@ -36,6 +36,14 @@ BEGIN
     IF coalesce(pg_catalog.current_setting('pgveil.building_masks', true), '') = 'on' THEN
         RETURN;
     END IF;
+    -- A new table matters only in a masked schema (temporary tables never).
+    IF TG_TAG IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO') AND NOT EXISTS (
+        SELECT FROM pg_catalog.pg_event_trigger_ddl_commands() c
+        JOIN pg_catalog.pg_class t ON t.oid = c.objid
+        WHERE c.classid = 'pg_catalog.pg_class'::regclass
+          AND t.relnamespace IN (SELECT ms.source_nspid FROM veil_private.mask_schemas ms)) THEN
+        RETURN;
+    END IF;
     PERFORM veil_private.forget_stale_rules();
     FOR policy IN SELECT p.name FROM veil_private.policies p WHERE p.delivery = 'views' LOOP
         PERFORM veil_private.refresh_views_policy(policy);
