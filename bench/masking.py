@@ -109,7 +109,7 @@ def main() -> None:
         analyst_url = build(url, args.customers)
         if args.security_barrier:
             with psycopg.connect(url, autocommit=True) as conn:
-                conn.execute("SELECT veil.set_security_barrier('mask', true)")
+                conn.execute("SELECT veil.alter_policy('mask', security_barrier => true)")
         try:
             with psycopg.connect(url, autocommit=True) as raw, psycopg.connect(analyst_url, autocommit=True) as masked:
                 print(f"{'query':32} {'raw':>9} {'masked':>9} {'ratio':>6} {'target':>7}")

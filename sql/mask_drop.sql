@@ -22,10 +22,11 @@ DROP TRIGGER refresh_masking_on_insert ON veil_private.column_rules;
 DROP TRIGGER refresh_masking_on_update ON veil_private.column_rules;
 DROP TRIGGER refresh_masking_on_delete ON veil_private.column_rules;
 DROP TRIGGER refresh_masking_on_policy_change ON veil_private.policies;
-DROP FUNCTION veil.set_security_barrier(text, boolean), veil.masking_problems(), veil.refresh_masking(text),
+DROP FUNCTION veil.masking_problems(), veil.refresh_masking(text),
     veil_private.detach_mask_views_before_ddl(), veil_private.refresh_masking_after_ddl(),
     veil_private.mask_roles_after_rule_change(), veil_private.unmask_role(oid), veil_private.mask_role(text, oid),
-    veil_private.apply_masked_role(oid), veil_private.set_role_search_path(oid, text[]),
+    veil_private.apply_masked_role(oid), veil_private.set_mask_access(name, text, boolean),
+    veil_private.set_role_search_path(oid, text[]), veil_private.this_database(),
     veil_private.search_path_entries(text), veil_private.role_setting(oid, oid, text),
     veil_private.withhold_raw_access(oid), veil_private.raw_access(text, oid), veil_private.masked_relations(text),
     veil_private.refresh_masking_after_policy_change(), veil_private.refresh_masking_after_rule_change(),
@@ -37,4 +38,3 @@ DROP FUNCTION veil.set_security_barrier(text, boolean), veil.masking_problems(),
 DROP VIEW veil.masked_roles, veil.mask_views;
 DROP TABLE veil_private.dictionary_items, veil_private.withheld_privileges, veil_private.masked_roles, veil_private.mask_views,
     veil_private.mask_schemas;
-ALTER TABLE veil_private.policies DROP COLUMN security_barrier;

@@ -112,11 +112,11 @@ def test_same_named_tables_of_several_schemas_get_their_own_mask_schema(masked, 
     # Plain views by default; security_barrier on request, and back.
     options = "SELECT reloptions::text FROM pg_class WHERE oid = 'mask_public.customer'::regclass"
     assert toolkit.scalar(options) == "{security_barrier=false}"
-    toolkit.execute("SELECT veil.set_security_barrier('mask', true)")
+    toolkit.execute("SELECT veil.alter_policy('mask', security_barrier => true)")
     assert toolkit.scalar(options) == "{security_barrier=true}"
     assert toolkit.scalar("SELECT reloptions::text FROM pg_class WHERE oid = 'mask_sales.customer'::regclass") \
         == "{security_barrier=true}"
-    toolkit.execute("SELECT veil.set_security_barrier('mask', false)")
+    toolkit.execute("SELECT veil.alter_policy('mask', security_barrier => false)")
     assert toolkit.scalar(options) == "{security_barrier=false}"
     assert toolkit.scalar("SELECT relowner::regrole::text FROM pg_class WHERE oid = 'mask_public.customer'::regclass") \
         == toolkit.scalar("SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = 'veil_private'")

@@ -102,7 +102,7 @@ def test_a_same_named_object_earlier_in_the_path_reaches_nothing(demo, analyst):
 
 @pytest.mark.parametrize("security_barrier", [False, True])
 def test_a_leaky_function_in_where_sees_only_masked_values(demo, analyst, security_barrier):
-    demo.execute("SELECT veil.set_security_barrier('mask', %s)", (security_barrier,))
+    demo.execute("SELECT veil.alter_policy('mask', security_barrier => %s)", (security_barrier,))
     notices: list[str] = []
     with analyst.connect() as conn:
         conn.add_notice_handler(lambda d: notices.append(d.message_primary))
@@ -126,7 +126,7 @@ def test_statistics_of_masked_columns_are_not_visible(analyst):
 
 @pytest.mark.parametrize("security_barrier", [False, True])
 def test_explain_analyze_verbose_shows_no_raw_value(demo, analyst, security_barrier):
-    demo.execute("SELECT veil.set_security_barrier('mask', %s)", (security_barrier,))
+    demo.execute("SELECT veil.alter_policy('mask', security_barrier => %s)", (security_barrier,))
     with analyst.connect() as conn:
         for query in ("SELECT * FROM customer WHERE email = 'c1@example.com'",
                       "SELECT * FROM customer c JOIN address a USING (address_id) WHERE a.phone LIKE '555%'",

@@ -10,9 +10,9 @@ Revision ID: d0003_stream_demo
 Revises: d0002_merge_core, 0003_stream
 """
 
-from alembic import context, op
-from psycopg import sql
+from alembic import op
 
+from pgveil.demo_roles import drop_if_created, ensure_role, role_name
 from pgveil.installer import driver_connection
 
 revision = "d0003_stream_demo"
@@ -43,16 +43,14 @@ RULES = {
 
 
 def consumer_role() -> str:
-    return context.get_x_argument(as_dictionary=True).get("consumer_role", "consumer")
+    return role_name("consumer_role", "consumer")
 
 
 def upgrade() -> None:
     role = consumer_role()
     conn = driver_connection(op.get_bind())
     conn.execute("CREATE TABLE public.demo_created_roles (role_name name PRIMARY KEY)")
-    if conn.execute("SELECT NOT EXISTS (SELECT FROM pg_roles WHERE rolname = %s)", (role,)).fetchone()[0]:
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
-        conn.execute("INSERT INTO public.demo_created_roles VALUES (%s)", (role,))
+    ensure_role(conn, role)
     for table, columns in RULES.items():
         for column, label in columns.items():
             op.security_label("sanitized", "COLUMN", f"{table}.{column}", label)
@@ -67,6 +65,5 @@ def downgrade() -> None:
         op.unstream_table(table)
         for column in columns:
             op.security_label("sanitized", "COLUMN", f"{table}.{column}", None)
-    for (created,) in conn.execute("SELECT role_name FROM public.demo_created_roles").fetchall():
-        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(created)))
+    drop_if_created(conn, consumer_role())
     conn.execute("DROP TABLE public.demo_created_roles")

@@ -10,9 +10,9 @@ Revision ID: d0004_mask_demo
 Revises: d0003_stream_demo, 0004_mask
 """
 
-from alembic import context, op
-from psycopg import sql
+from alembic import op
 
+from pgveil.demo_roles import drop_if_created, ensure_role, role_name
 from pgveil.installer import driver_connection
 
 revision = "d0004_mask_demo"
@@ -52,15 +52,12 @@ RULES = {
 
 
 def analyst_role() -> str:
-    return context.get_x_argument(as_dictionary=True).get("analyst_role", "analyst")
+    return role_name("analyst_role", "analyst")
 
 
 def upgrade() -> None:
     role = analyst_role()
-    conn = driver_connection(op.get_bind())
-    if conn.execute("SELECT NOT EXISTS (SELECT FROM pg_roles WHERE rolname = %s)", (role,)).fetchone()[0]:
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
-        conn.execute("INSERT INTO public.demo_created_roles VALUES (%s)", (role,))
+    ensure_role(driver_connection(op.get_bind()), role)
     for table, columns in RULES.items():
         for column, label in columns.items():
             op.security_label("mask", "COLUMN", f"{table}.{column}", label)
@@ -69,10 +66,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     role = analyst_role()
-    conn = driver_connection(op.get_bind())
     op.unmask_role(role)
     for table, columns in RULES.items():
         for column in columns:
             op.security_label("mask", "COLUMN", f"{table}.{column}", None)
-    if conn.execute("DELETE FROM public.demo_created_roles WHERE role_name = %s RETURNING 1", (role,)).fetchone():
-        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+    drop_if_created(driver_connection(op.get_bind()), role)

@@ -15,7 +15,13 @@ CREATE TABLE veil_private.policies (
     pass_through_unlabeled boolean NOT NULL DEFAULT false,
     -- Rules may use keyed functions (token, pseudo_*). Views make them oracles
     -- for the masked roles, so a views policy needs an explicit opt-in.
-    allow_keyed_functions  boolean NOT NULL DEFAULT false
+    allow_keyed_functions  boolean NOT NULL DEFAULT false,
+    -- Views generated WITH (security_barrier). Off by default: mask views
+    -- filter no rows and every column is its rule's expression, so a user's
+    -- function in WHERE only ever sees masked values either way; but
+    -- PostgreSQL uses no statistics through a security_barrier view and
+    -- pushes no join into one (a point lookup joined to it scans it all).
+    security_barrier       boolean NOT NULL DEFAULT false
 );
 INSERT INTO veil_private.policies (name, delivery, allow_keyed_functions) VALUES
     ('mask', 'views', false),
@@ -73,7 +79,7 @@ $$;
 REVOKE ALL ON FUNCTION veil_private.render_expression(text, oid, text) FROM PUBLIC;
 
 CREATE VIEW veil.policies AS
-    SELECT name AS policy, delivery, pass_through_unlabeled, allow_keyed_functions
+    SELECT name AS policy, delivery, pass_through_unlabeled, allow_keyed_functions, security_barrier
     FROM veil_private.policies;
 
 -- Every rule by current names. Rules of objects that no longer exist (only
@@ -140,7 +146,8 @@ CREATE FUNCTION veil.alter_policy(
     policy text,
     pass_through_unlabeled boolean DEFAULT NULL,
     allow_keyed_functions boolean DEFAULT NULL,
-    masked_roles_may_compute_pseudonyms boolean DEFAULT false)
+    masked_roles_may_compute_pseudonyms boolean DEFAULT false,
+    security_barrier boolean DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog
@@ -157,18 +164,22 @@ BEGIN
         RAISE EXCEPTION 'pgveil: keyed functions in policy % would let its masked roles compute the token or pseudonym of any value they guess', policy
             USING HINT = 'If that is acceptable, repeat with masked_roles_may_compute_pseudonyms => true.';
     END IF;
+    IF security_barrier IS NOT NULL AND p.delivery <> 'views' THEN
+        RAISE EXCEPTION 'pgveil: security_barrier applies to policies delivered through views, not %', policy;
+    END IF;
     IF allow_keyed_functions IS FALSE AND EXISTS (
         SELECT FROM veil_private.column_rules r WHERE r.policy = alter_policy.policy AND r.uses_keyed) THEN
         RAISE EXCEPTION 'pgveil: policy % has rules that use keyed functions; remove them first', policy;
     END IF;
     UPDATE veil_private.policies SET
         pass_through_unlabeled = coalesce(alter_policy.pass_through_unlabeled, p.pass_through_unlabeled),
-        allow_keyed_functions = coalesce(alter_policy.allow_keyed_functions, p.allow_keyed_functions)
+        allow_keyed_functions = coalesce(alter_policy.allow_keyed_functions, p.allow_keyed_functions),
+        security_barrier = coalesce(alter_policy.security_barrier, p.security_barrier)
     WHERE name = policy;
 END
 $$;
-COMMENT ON FUNCTION veil.alter_policy(text, boolean, boolean, boolean) IS
+COMMENT ON FUNCTION veil.alter_policy(text, boolean, boolean, boolean, boolean) IS
     'Change a policy''s options; keyed functions in a views policy need an explicit acknowledgement.';
 
 REVOKE ALL ON FUNCTION veil.create_policy(text, text),
-    veil.alter_policy(text, boolean, boolean, boolean) FROM PUBLIC;
+    veil.alter_policy(text, boolean, boolean, boolean, boolean) FROM PUBLIC;

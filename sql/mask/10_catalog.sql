@@ -8,32 +8,6 @@
 -- Masked roles find the mask schemas first in their search_path and have no
 -- privilege on the raw tables.
 
--- Mask views are plain views unless the policy asks for security_barrier.
--- They filter no rows, and every output column is its rule's expression, so
--- a user's function in WHERE only ever sees masked values either way; but
--- PostgreSQL never uses statistics through a security_barrier view and never
--- pushes a join into one, so joins through them are misestimated and a
--- point lookup joined to a masked table scans all of it.
-ALTER TABLE veil_private.policies ADD COLUMN security_barrier boolean NOT NULL DEFAULT false;
-
-CREATE FUNCTION veil.set_security_barrier(policy text, security_barrier boolean)
-RETURNS void
-LANGUAGE plpgsql VOLATILE STRICT
-SET search_path = pg_catalog
-AS $$
-BEGIN
-    PERFORM veil.require_governor();
-    UPDATE veil_private.policies p SET security_barrier = set_security_barrier.security_barrier
-    WHERE p.name = policy AND p.delivery = 'views';
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'pgveil: % is not a policy delivered through views', pg_catalog.quote_literal(policy);
-    END IF;
-END
-$$;
-COMMENT ON FUNCTION veil.set_security_barrier(text, boolean) IS
-    'Generate a views policy''s mask views WITH (security_barrier) or as plain views (the default).';
-REVOKE ALL ON FUNCTION veil.set_security_barrier(text, boolean) FROM PUBLIC;
-
 CREATE TABLE veil_private.mask_schemas (
     policy       text NOT NULL REFERENCES veil_private.policies ON DELETE CASCADE,
     source_nspid oid  NOT NULL,

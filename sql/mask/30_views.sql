@@ -78,6 +78,7 @@ DECLARE
     s record;
     t record;
     mask_nspid oid;
+    wanted_name text;
     query text;
     view_oid oid;
     built integer := 0;
@@ -97,25 +98,22 @@ BEGIN
     END LOOP;
 
     FOR s IN SELECT src AS source_nspid FROM veil_private.masked_source_schemas(policy) AS src LOOP
-        -- A source schema that was renamed gets the new mask schema name.
+        wanted_name := veil_private.mask_schema_name(policy, s.source_nspid);
         SELECT ms.mask_nspid INTO mask_nspid FROM veil_private.mask_schemas ms
         WHERE ms.policy = build_mask_views.policy AND ms.source_nspid = s.source_nspid;
-        IF mask_nspid IS NOT NULL
-           AND mask_nspid::regnamespace::name <> veil_private.mask_schema_name(policy, s.source_nspid) THEN
-            EXECUTE pg_catalog.format('ALTER SCHEMA %I RENAME TO %I', mask_nspid::regnamespace::name,
-                                      veil_private.mask_schema_name(policy, s.source_nspid));
+        -- A source schema that was renamed gets the new mask schema name.
+        IF mask_nspid IS NOT NULL AND mask_nspid::regnamespace::name <> wanted_name THEN
+            EXECUTE pg_catalog.format('ALTER SCHEMA %I RENAME TO %I', mask_nspid::regnamespace::name, wanted_name);
         END IF;
         IF mask_nspid IS NULL THEN
-            IF pg_catalog.to_regnamespace(pg_catalog.quote_ident(veil_private.mask_schema_name(policy, s.source_nspid))) IS NOT NULL THEN
+            IF pg_catalog.to_regnamespace(pg_catalog.quote_ident(wanted_name)) IS NOT NULL THEN
                 RAISE EXCEPTION 'pgveil: schema % exists already; it would be the % mask schema of %',
-                    pg_catalog.quote_ident(veil_private.mask_schema_name(policy, s.source_nspid)), policy,
-                    s.source_nspid::regnamespace
+                    pg_catalog.quote_ident(wanted_name), policy, s.source_nspid::regnamespace
                     USING HINT = 'Mask schemas are named <policy>_<source schema>: rename or drop the existing schema.';
             END IF;
-            EXECUTE pg_catalog.format('CREATE SCHEMA %I AUTHORIZATION %I',
-                                      veil_private.mask_schema_name(policy, s.source_nspid), owner);
-            mask_nspid := pg_catalog.to_regnamespace(pg_catalog.quote_ident(veil_private.mask_schema_name(policy, s.source_nspid)));
-            EXECUTE pg_catalog.format('COMMENT ON SCHEMA %I IS %L', mask_nspid::regnamespace::name,
+            EXECUTE pg_catalog.format('CREATE SCHEMA %I AUTHORIZATION %I', wanted_name, owner);
+            mask_nspid := pg_catalog.to_regnamespace(pg_catalog.quote_ident(wanted_name));
+            EXECUTE pg_catalog.format('COMMENT ON SCHEMA %I IS %L', wanted_name,
                 pg_catalog.format('pgveil: %s policy views of schema %s', policy, s.source_nspid::regnamespace));
             INSERT INTO veil_private.mask_schemas VALUES (policy, s.source_nspid, mask_nspid);
         END IF;

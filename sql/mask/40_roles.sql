@@ -76,47 +76,47 @@ DECLARE
     policy text := (SELECT m.policy FROM veil_private.masked_roles m WHERE m.roleid = withhold_raw_access.roleid);
     role_name name := (SELECT ro.rolname FROM pg_catalog.pg_roles ro WHERE ro.oid = roleid);
     x record;
-    source_name text;
 BEGIN
-    SELECT a.*, CASE WHEN a.via = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(a.via::regrole::name) END AS via_name
-    INTO x FROM veil_private.raw_access(policy, roleid) a
-    WHERE a.via <> roleid OR a.privilege = 'OWNERSHIP'
-    ORDER BY a.privilege = 'ALL' DESC, a.privilege = 'OWNERSHIP' DESC, a.relid, a.attnum LIMIT 1;
-    IF FOUND THEN
-        source_name := CASE WHEN x.relid = 0 THEN NULL
-                            WHEN x.attnum = 0 THEN x.relid::regclass::text
-                            ELSE pg_catalog.format('%s.%I', x.relid::regclass,
-                                 (SELECT a.attname FROM pg_catalog.pg_attribute a
-                                  WHERE a.attrelid = x.relid AND a.attnum = x.attnum)) END;
-        IF x.privilege = 'ALL' THEN
+    -- One pass: what masking cannot take away comes first and is refused
+    -- before anything is revoked.
+    FOR x IN
+        SELECT a.*, a.via <> roleid OR a.privilege = 'OWNERSHIP' AS inherited,
+               CASE WHEN a.via = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(a.via::regrole::name) END AS via_name,
+               CASE WHEN a.relid = 0 THEN NULL
+                    WHEN a.attnum = 0 THEN a.relid::regclass::text
+                    ELSE pg_catalog.format('%s.%I', a.relid::regclass,
+                         (SELECT at.attname FROM pg_catalog.pg_attribute at
+                          WHERE at.attrelid = a.relid AND at.attnum = a.attnum)) END AS source_name,
+               (SELECT at.attname FROM pg_catalog.pg_attribute at
+                WHERE at.attrelid = a.relid AND at.attnum = a.attnum AND a.attnum > 0) AS column_name
+        FROM veil_private.raw_access(policy, roleid) a
+        ORDER BY a.via <> roleid OR a.privilege = 'OWNERSHIP' DESC, a.privilege = 'ALL' DESC,
+                 a.privilege = 'OWNERSHIP' DESC, a.relid, a.attnum
+    LOOP
+        IF x.inherited AND x.privilege = 'ALL' THEN
             RAISE EXCEPTION 'pgveil: role % is a member of %, which bypasses table privileges; it cannot be masked',
                 role_name, x.via_name
                 USING HINT = pg_catalog.format('REVOKE %s FROM %I first.', x.via_name, role_name);
-        ELSIF x.privilege = 'OWNERSHIP' THEN
+        ELSIF x.inherited AND x.privilege = 'OWNERSHIP' THEN
             RAISE EXCEPTION 'pgveil: role % owns % (directly or as a member of %); the owner of a masked table cannot be masked',
-                role_name, source_name, x.via_name
+                role_name, x.source_name, x.via_name
                 USING HINT = 'Mask a role that does not own the application''s tables.';
-        ELSIF x.via = 0 THEN
+        ELSIF x.inherited AND x.via = 0 THEN
             RAISE EXCEPTION 'pgveil: role % can % % because it is granted to PUBLIC; masking cannot revoke that',
-                role_name, x.privilege, source_name
+                role_name, x.privilege, x.source_name
                 USING HINT = pg_catalog.format('REVOKE %s ON %s FROM PUBLIC (and grant it to the roles that need it), then try again.',
                                                x.privilege, x.relid::regclass);
-        ELSE
+        ELSIF x.inherited THEN
             RAISE EXCEPTION 'pgveil: role % can % % through its membership in role %; masking cannot revoke that',
-                role_name, x.privilege, source_name, x.via_name
+                role_name, x.privilege, x.source_name, x.via_name
                 USING HINT = pg_catalog.format('REVOKE %s FROM %I, or REVOKE %s ON %s FROM %s, then try again.',
                                                x.via_name, role_name, x.privilege, x.relid::regclass, x.via_name);
         END IF;
-    END IF;
-
-    FOR x IN SELECT * FROM veil_private.raw_access(policy, roleid) a WHERE a.via = roleid LOOP
         INSERT INTO veil_private.withheld_privileges (roleid, relid, attnum, privilege, grantable)
         VALUES (roleid, x.relid, x.attnum, x.privilege, x.grantable)
         ON CONFLICT DO NOTHING;
         EXECUTE pg_catalog.format('REVOKE %s%s ON TABLE %s FROM %I', x.privilege,
-            CASE WHEN x.attnum > 0 THEN pg_catalog.format(' (%I)', (SELECT a.attname FROM pg_catalog.pg_attribute a
-                                                                   WHERE a.attrelid = x.relid AND a.attnum = x.attnum))
-                 ELSE '' END,
+            CASE WHEN x.attnum > 0 THEN pg_catalog.format(' (%I)', x.column_name) ELSE '' END,
             x.relid::regclass, role_name);
     END LOOP;
 
@@ -133,6 +133,13 @@ BEGIN
     END IF;
 END
 $$;
+
+-- The oid of the current database (per-database role settings are keyed by it).
+CREATE FUNCTION veil_private.this_database()
+RETURNS oid
+LANGUAGE sql STABLE
+SET search_path = pg_catalog
+AS $$ SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database() $$;
 
 -- A role's own setting of one parameter in one database (0: all databases).
 CREATE FUNCTION veil_private.role_setting(roleid oid, database oid, parameter text)
@@ -180,6 +187,35 @@ EXCEPTION WHEN insufficient_privilege THEN
 END
 $$;
 
+-- Grant (or take back) what a masked role reads: its policy's mask schemas
+-- and views, and the keyed functions, which a views policy may use only
+-- after an explicit acknowledgement (veil.alter_policy).
+CREATE FUNCTION veil_private.set_mask_access(role_name name, policy text, granted boolean)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog
+AS $$
+DECLARE
+    mask_schema name;
+    keyed regprocedure;
+    keyed_granted boolean := granted AND (SELECT p.allow_keyed_functions FROM veil_private.policies p
+                                          WHERE p.name = policy);
+BEGIN
+    FOR mask_schema IN
+        SELECT ms.mask_nspid::regnamespace::name FROM veil_private.mask_schemas ms WHERE ms.policy = set_mask_access.policy
+    LOOP
+        EXECUTE pg_catalog.format(CASE WHEN granted
+            THEN 'GRANT USAGE ON SCHEMA %1$I TO %2$I; GRANT SELECT ON ALL TABLES IN SCHEMA %1$I TO %2$I'
+            ELSE 'REVOKE SELECT ON ALL TABLES IN SCHEMA %1$I FROM %2$I; REVOKE USAGE ON SCHEMA %1$I FROM %2$I' END,
+            mask_schema, role_name);
+    END LOOP;
+    FOR keyed IN SELECT pr.oid::regprocedure FROM pg_catalog.pg_proc pr WHERE veil_private.is_keyed_function(pr.oid) LOOP
+        EXECUTE pg_catalog.format(CASE WHEN keyed_granted THEN 'GRANT EXECUTE ON FUNCTION %s TO %I'
+                                       ELSE 'REVOKE EXECUTE ON FUNCTION %s FROM %I' END, keyed, role_name);
+    END LOOP;
+END
+$$;
+
 -- Bring one masked role in line with its policy as it is now: privileges
 -- withheld, SELECT on the views, the mask schemas first in its search_path.
 CREATE FUNCTION veil_private.apply_masked_role(roleid oid)
@@ -191,36 +227,21 @@ DECLARE
     m veil_private.masked_roles;
     p veil_private.policies;
     role_name name := (SELECT ro.rolname FROM pg_catalog.pg_roles ro WHERE ro.oid = roleid);
-    mask_schema name;
     previous text[];
     wanted text[];
-    keyed regprocedure;
 BEGIN
     SELECT * INTO m FROM veil_private.masked_roles x WHERE x.roleid = apply_masked_role.roleid;
     SELECT * INTO p FROM veil_private.policies x WHERE x.name = m.policy;
     PERFORM veil_private.withhold_raw_access(roleid);
 
-    FOR mask_schema IN
-        SELECT ms.mask_nspid::regnamespace::name FROM veil_private.mask_schemas ms WHERE ms.policy = p.name
-    LOOP
-        EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA %1$I TO %2$I; GRANT SELECT ON ALL TABLES IN SCHEMA %1$I TO %2$I',
-                                  mask_schema, role_name);
-    END LOOP;
-    -- A views policy may use keyed functions only after an explicit
-    -- acknowledgement (veil.alter_policy); its masked roles then call them.
-    FOR keyed IN SELECT pr.oid::regprocedure FROM pg_catalog.pg_proc pr WHERE veil_private.is_keyed_function(pr.oid) LOOP
-        EXECUTE pg_catalog.format('%s EXECUTE ON FUNCTION %s %s %I',
-            CASE WHEN p.allow_keyed_functions THEN 'GRANT' ELSE 'REVOKE' END, keyed,
-            CASE WHEN p.allow_keyed_functions THEN 'TO' ELSE 'FROM' END, role_name);
-    END LOOP;
+    PERFORM veil_private.set_mask_access(role_name, p.name, true);
 
     -- Mask schemas first, in the order of their source schemas in the path
     -- the role had, then that path.
     previous := veil_private.search_path_entries(coalesce(
         m.previous_search_path,
         veil_private.role_setting(roleid, 0, 'search_path'),
-        veil_private.role_setting(0, (SELECT d.oid FROM pg_catalog.pg_database d
-                                      WHERE d.datname = pg_catalog.current_database()), 'search_path'),
+        veil_private.role_setting(0, veil_private.this_database(), 'search_path'),
         (SELECT s.boot_val FROM pg_catalog.pg_settings s WHERE s.name = 'search_path')));
     SELECT coalesce(pg_catalog.array_agg(mn.nspname::text
                                          ORDER BY pg_catalog.array_position(previous, n.nspname::text), n.nspname), '{}')
@@ -230,8 +251,7 @@ BEGIN
     JOIN pg_catalog.pg_namespace n ON n.oid = ms.source_nspid
     JOIN pg_catalog.pg_namespace mn ON mn.oid = ms.mask_nspid
     WHERE ms.policy = p.name;
-    IF veil_private.search_path_entries(veil_private.role_setting(roleid,
-           (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()), 'search_path'))
+    IF veil_private.search_path_entries(veil_private.role_setting(roleid, veil_private.this_database(), 'search_path'))
        IS DISTINCT FROM wanted THEN
         PERFORM veil_private.set_role_search_path(roleid, wanted);
     END IF;
@@ -251,8 +271,7 @@ BEGIN
         RAISE EXCEPTION 'pgveil: role % is masked by policy % already; a role reads one policy''s views', roleid::regrole, other;
     END IF;
     INSERT INTO veil_private.masked_roles (roleid, policy, previous_search_path)
-    VALUES (roleid, policy, veil_private.role_setting(roleid,
-        (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()), 'search_path'));
+    VALUES (roleid, policy, veil_private.role_setting(roleid, veil_private.this_database(), 'search_path'));
     PERFORM pg_catalog.set_config('pgveil.building_masks', 'on', true);
     PERFORM veil_private.apply_masked_role(roleid);
     PERFORM pg_catalog.set_config('pgveil.building_masks', was_building, true);
@@ -269,8 +288,6 @@ AS $$
 DECLARE
     m veil_private.masked_roles;
     role_name name := (SELECT ro.rolname FROM pg_catalog.pg_roles ro WHERE ro.oid = roleid);
-    mask_schema name;
-    keyed regprocedure;
     w record;
     was_building text := coalesce(pg_catalog.current_setting('pgveil.building_masks', true), '');
 BEGIN
@@ -280,15 +297,7 @@ BEGIN
     END IF;
     IF role_name IS NOT NULL THEN
         PERFORM pg_catalog.set_config('pgveil.building_masks', 'on', true);
-        FOR mask_schema IN
-            SELECT ms.mask_nspid::regnamespace::name FROM veil_private.mask_schemas ms WHERE ms.policy = m.policy
-        LOOP
-            EXECUTE pg_catalog.format('REVOKE SELECT ON ALL TABLES IN SCHEMA %1$I FROM %2$I; REVOKE USAGE ON SCHEMA %1$I FROM %2$I',
-                                      mask_schema, role_name);
-        END LOOP;
-        FOR keyed IN SELECT pr.oid::regprocedure FROM pg_catalog.pg_proc pr WHERE veil_private.is_keyed_function(pr.oid) LOOP
-            EXECUTE pg_catalog.format('REVOKE EXECUTE ON FUNCTION %s FROM %I', keyed, role_name);
-        END LOOP;
+        PERFORM veil_private.set_mask_access(role_name, m.policy, false);
         FOR w IN
             SELECT x.*, a.attname FROM veil_private.withheld_privileges x
             JOIN pg_catalog.pg_class c ON c.oid = x.relid
@@ -331,7 +340,8 @@ CREATE TRIGGER unmask_role_on_delete AFTER DELETE ON veil_private.role_rules
     FOR EACH ROW EXECUTE FUNCTION veil_private.mask_roles_after_rule_change();
 
 REVOKE ALL ON FUNCTION veil_private.masked_relations(text), veil_private.raw_access(text, oid),
-    veil_private.withhold_raw_access(oid), veil_private.role_setting(oid, oid, text),
+    veil_private.withhold_raw_access(oid), veil_private.this_database(), veil_private.role_setting(oid, oid, text),
+    veil_private.set_mask_access(name, text, boolean),
     veil_private.search_path_entries(text), veil_private.set_role_search_path(oid, text[]),
     veil_private.apply_masked_role(oid), veil_private.mask_role(text, oid), veil_private.unmask_role(oid),
     veil_private.mask_roles_after_rule_change() FROM PUBLIC;

@@ -27,17 +27,16 @@ BEGIN
     RETURN QUERY
     SELECT m.policy, 'search_path', ro.rolname::text,
            'the role''s search_path in this database is ' || coalesce(pg_catalog.quote_literal(
-               veil_private.role_setting(m.roleid, d.oid, 'search_path')), 'unset')
+               veil_private.role_setting(m.roleid, veil_private.this_database(), 'search_path')), 'unset')
            || '; SELECT veil.refresh_masking(' || pg_catalog.quote_literal(m.policy) || ') sets it again'
     FROM veil_private.masked_roles m
     JOIN pg_catalog.pg_roles ro ON ro.oid = m.roleid
-    JOIN pg_catalog.pg_database d ON d.datname = pg_catalog.current_database()
     WHERE (SELECT pg_catalog.array_agg(mn.nspname::text ORDER BY mn.nspname)
            FROM veil_private.mask_schemas ms JOIN pg_catalog.pg_namespace mn ON mn.oid = ms.mask_nspid
            WHERE ms.policy = m.policy)
           IS DISTINCT FROM
           (SELECT pg_catalog.array_agg(e ORDER BY e) FROM pg_catalog.unnest(
-               (veil_private.search_path_entries(veil_private.role_setting(m.roleid, d.oid, 'search_path')))
+               (veil_private.search_path_entries(veil_private.role_setting(m.roleid, veil_private.this_database(), 'search_path')))
                [1:(SELECT pg_catalog.count(*) FROM veil_private.mask_schemas ms WHERE ms.policy = m.policy)]) AS e);
 
     RETURN QUERY
