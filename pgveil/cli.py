@@ -16,7 +16,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from sqlalchemy.exc import DBAPIError
 
-from pgveil import config, inventory, migrate, preflight, sandbox, status, streaming
+from consumer.cli import consume
+from loader.cli import load
+from pgveil import config, demo as demo_flow, inventory, migrate, preflight, sandbox, status, streaming
 from pgveil.errors import PgveilError
 
 app = typer.Typer(help="pgveil: in-database privacy toolkit for PostgreSQL.", no_args_is_help=True)
@@ -189,7 +191,7 @@ def refresh_command(
 def demo(
     keep: Annotated[bool, typer.Option("--keep", help="Leave the sandbox running afterwards.")] = False,
 ) -> None:
-    """Install the toolkit and the demo application into the sandbox (or $DATABASE_URL)."""
+    """Install pgveil and the demo application, run live traffic, and show what each role sees."""
     started_here = False
     url = None
     try:
@@ -198,8 +200,11 @@ def demo(
             url = sandbox.start().url
             err.print(f"sandbox: {url}", highlight=False)
         url = config.database_url(url)
-        migrate.upgrade(url, with_demo=True)
-        _print_installed(url)
+        urls = demo_flow.run(url, out)
+        if keep or not started_here:
+            out.print("log in as the demo's roles (passwords are new each run):")
+            for role, role_url in urls.items():
+                out.print(f"  {role}: {role_url}", highlight=False, soft_wrap=True)
     finally:
         if started_here and not keep:
             sandbox.stop()
@@ -210,6 +215,9 @@ def _database_url_given() -> bool:
     return bool(os.environ.get("DATABASE_URL"))
 
 
+# The demo application's two programs, also runnable as python -m loader / consumer.
+app.command("load")(load)
+app.command("consume")(consume)
 def _print_installed(url: str) -> None:
     with preflight.connect(url) as conn:
         version = inventory.installed_version(conn)

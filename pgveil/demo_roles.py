@@ -1,12 +1,18 @@
 """Roles the demo application's revisions need: created when missing, and
 dropped on downgrade only if a demo revision created them (recorded in
-public.demo_created_roles)."""
+public.demo_created_roles).
+
+`alembic -x demo_password=…` gives the roles a demo revision creates that
+password (docker-compose uses it); `pgveil demo` sets a fresh one per run.
+"""
 
 from __future__ import annotations
 
 import psycopg
 from alembic import context
 from psycopg import sql
+
+from pgveil.errors import PgveilError
 
 
 def role_name(option: str, default: str) -> str:
@@ -16,10 +22,27 @@ def role_name(option: str, default: str) -> str:
 
 def ensure_role(conn: psycopg.Connection, role: str) -> None:
     if conn.execute("SELECT NOT EXISTS (SELECT FROM pg_roles WHERE rolname = %s)", (role,)).fetchone()[0]:
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+        password = context.get_x_argument(as_dictionary=True).get("demo_password")
+        create = sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role))
+        if password:
+            create += sql.SQL(" PASSWORD {}").format(sql.Literal(password))
+        conn.execute(create)
         conn.execute("INSERT INTO public.demo_created_roles VALUES (%s)", (role,))
 
 
 def drop_if_created(conn: psycopg.Connection, role: str) -> None:
     if conn.execute("DELETE FROM public.demo_created_roles WHERE role_name = %s RETURNING 1", (role,)).fetchone():
         conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def set_password(conn: psycopg.Connection, role: str, password: str) -> None:
+    """Give a role the demo created a password; a role it did not create is not ours to change."""
+    created = conn.execute(
+        "SELECT EXISTS (SELECT FROM public.demo_created_roles WHERE role_name = %s)", (role,)
+    ).fetchone()[0]
+    if not created:
+        raise PgveilError(
+            f"role {role!r} existed before the demo was installed; the demo will not change its "
+            "password — install the demo into a database on a server without that role, or use the sandbox"
+        )
+    conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))

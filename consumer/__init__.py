@@ -1,0 +1,1 @@
+"""A downstream service: reads sanitized.* as a consumer role, reacts to changes."""

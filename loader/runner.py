@@ -1,0 +1,432 @@
+"""Workers that play the application: paced batches, one transaction each.
+
+Each worker has its own connection and its own customers (those it inserted,
+plus seeded ones by customer_id modulo the number of workers), so that
+workers never update or delete the same row and cannot deadlock each other.
+
+A batch is one transaction: it commits whole or not at all. When the
+connection breaks, the worker reconnects and asks the server what became of
+the batch's transaction (pg_xact_status): committed batches are counted,
+aborted ones are run again (they left nothing behind, so nothing is inserted
+twice), and a batch whose fate cannot be known is reported lost, never rerun.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from array import array
+from collections import Counter
+from dataclasses import dataclass, field
+
+import psycopg
+
+from loader import statements
+from loader.fakes import Fakes
+from loader.mix import KINDS
+
+
+@dataclass
+class Settings:
+    url: str
+    mix: dict[str, float]
+    rate: float | None = None  # writes per second, None: as fast as possible
+    duration: float | None = None  # seconds
+    count: int | None = None  # writes
+    connections: int = 2
+    batch: int = 20  # writes per transaction
+    seed: int = 0
+    reconnect_timeout: float = 60.0
+
+
+class Pacer:
+    """Hands out writes: no more than ``count`` in all, none after the deadline,
+    and spaced to ``rate`` per second."""
+
+    def __init__(self, rate: float | None, count: int | None, duration: float | None):
+        self._lock = threading.Lock()
+        self._rate = rate
+        self._left = count
+        self._deadline = None if duration is None else time.monotonic() + duration
+        self._next = time.monotonic()
+
+    def reserve(self, wanted: int) -> tuple[int, float] | None:
+        """(writes granted, monotonic time to start them), or None when the run is over."""
+        with self._lock:
+            now = time.monotonic()
+            if self._deadline is not None and max(now, self._next) >= self._deadline:
+                return None
+            granted = wanted if self._left is None else min(wanted, self._left)
+            if granted <= 0:
+                return None
+            if self._left is not None:
+                self._left -= granted
+            start = max(now, self._next)
+            if self._rate:
+                self._next = start + granted / self._rate
+            return granted, start
+
+    def give_back(self, writes: int) -> None:
+        with self._lock:
+            if self._left is not None:
+                self._left += writes
+
+
+@dataclass
+class Stats:
+    """What happened, for the live view and the summary (thread-safe)."""
+
+    started: float = field(default_factory=time.monotonic)
+    finished: float | None = None
+    events: Counter = field(default_factory=Counter)  # committed events by kind
+    writes: Counter = field(default_factory=Counter)  # committed rows written, by kind
+    transactions: int = 0
+    failed: Counter = field(default_factory=Counter)  # rolled back by an error, by SQLSTATE
+    retried: int = 0  # known not committed after a lost connection, run again
+    confirmed: int = 0  # committed, learnt after reconnecting
+    lost: int = 0  # connection lost, fate unknown: not rerun
+    lost_writes: int = 0
+    reconnects: int = 0
+    latencies: array = field(default_factory=lambda: array("d"))  # seconds per committed transaction
+    fatal: str | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def elapsed(self) -> float:
+        return (self.finished or time.monotonic()) - self.started
+
+    def committed(self, events: Counter, writes: Counter, latency: float | None) -> None:
+        with self._lock:
+            self.events.update(events)
+            self.writes.update(writes)
+            self.transactions += 1
+            if latency is not None:
+                self.latencies.append(latency)
+
+    def note(self, **increments: int) -> None:
+        with self._lock:
+            for name, value in increments.items():
+                setattr(self, name, getattr(self, name) + value)
+
+    def failure(self, sqlstate: str) -> None:
+        with self._lock:
+            self.failed[sqlstate] += 1
+
+    def percentile(self, q: float) -> float | None:
+        with self._lock:
+            ordered = sorted(self.latencies)
+        if not ordered:
+            return None
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    def total_writes(self) -> int:
+        return sum(self.writes.values())
+
+    def summary(self) -> dict:
+        elapsed = self.elapsed()
+        ms = {f"p{int(q * 100)}": (None if (v := self.percentile(q)) is None else round(v * 1000, 2))
+              for q in (0.5, 0.95, 0.99)}
+        return {
+            "elapsed_s": round(elapsed, 3),
+            "writes": self.total_writes(),
+            "writes_per_s": round(self.total_writes() / elapsed, 1) if elapsed else 0.0,
+            "transactions": self.transactions,
+            "latency_ms": ms,
+            "events": dict(self.events),
+            "writes_by_kind": dict(self.writes),
+            "failed": dict(self.failed),
+            "retried": self.retried,
+            "confirmed_after_reconnect": self.confirmed,
+            "lost": self.lost,
+            "lost_writes": self.lost_writes,
+            "reconnects": self.reconnects,
+            "fatal": self.fatal,
+        }
+
+
+@dataclass
+class Batch:
+    """One transaction's events: parameters per statement, and what they target."""
+
+    writes: int = 0
+    events: Counter = field(default_factory=Counter)
+    new_customers: list = field(default_factory=list)
+    payments: list = field(default_factory=list)
+    emails: list = field(default_factory=list)
+    names: list = field(default_factory=list)
+    toggles: list = field(default_factory=list)
+    key_changes: list = field(default_factory=list)
+    deletions: list = field(default_factory=list)
+    xid: str | None = None
+
+
+class Connector:
+    """Connections as the application role, retried while the server is away."""
+
+    def __init__(self, url: str, timeout: float, stop: threading.Event):
+        self.url, self.timeout, self.stop = url, timeout, stop
+
+    def connect(self) -> psycopg.Connection:
+        return psycopg.connect(self.url, autocommit=True, connect_timeout=5)
+
+    def reconnect(self) -> psycopg.Connection | None:
+        deadline = time.monotonic() + self.timeout
+        delay = 0.2
+        while not self.stop.is_set():
+            try:
+                return self.connect()
+            except psycopg.OperationalError:
+                if time.monotonic() + delay > deadline:
+                    raise
+                self.stop.wait(delay)
+                delay = min(delay * 2, 2.0)
+        return None
+
+
+class Worker(threading.Thread):
+    def __init__(self, index: int, settings: Settings, pacer: Pacer, stats: Stats,
+                 stop: threading.Event, fakes: Fakes):
+        super().__init__(name=f"loader-{index}", daemon=True)
+        self.index, self.settings, self.pacer, self.stats, self.stop = index, settings, pacer, stats, stop
+        self.fakes = fakes
+        self.rng = random.Random(f"{settings.seed}/{index}")
+        self.connector = Connector(settings.url, settings.reconnect_timeout, stop)
+        self.customers = array("l")  # this worker's customer ids
+        self.kinds = list(settings.mix)
+        self.weights = [settings.mix[k] for k in self.kinds]
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except Exception as exc:  # a worker that dies must stop the run, not hang it
+            self.stats.fatal = f"{self.name}: {type(exc).__name__}: {exc}"
+            self.stop.set()
+
+    def _run(self) -> None:
+        conn = self.connector.connect()
+        try:
+            self.customers.extend(r[0] for r in conn.execute(
+                statements.CUSTOMERS_OF_WORKER, (self.settings.connections, self.index)))
+            pending: Batch | None = None
+            while not self.stop.is_set():
+                if pending is None:
+                    grant = self.pacer.reserve(self.settings.batch)
+                    if grant is None:
+                        return
+                    writes, start = grant
+                    if self.stop.wait(max(0.0, start - time.monotonic())):
+                        self.pacer.give_back(writes)
+                        return
+                    pending = self._plan(writes)
+                    if pending.writes < writes:
+                        self.pacer.give_back(writes - pending.writes)
+                    if not pending.writes:
+                        pending = None
+                        continue
+                batch, pending = pending, None
+                began = time.monotonic()
+                try:
+                    written = self._commit(conn, batch)
+                    self.stats.committed(batch.events, written, time.monotonic() - began)
+                except psycopg.Error as exc:
+                    if not (conn.closed or conn.broken):
+                        self._rolled_back(conn, exc)
+                        continue
+                    conn.close()
+                    try:
+                        conn = self.connector.reconnect()
+                    except psycopg.OperationalError:
+                        conn = None
+                        self._unresolved(batch)
+                        raise
+                    if conn is None:  # stopped while the server was away
+                        self._unresolved(batch)
+                        return
+                    self.stats.note(reconnects=1)
+                    pending = self._after_reconnect(conn, batch)
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def _plan(self, writes: int) -> Batch:
+        """Events adding up to ``writes``; each customer is the target of one event at most."""
+        batch = Batch()
+        free = len(self.customers)
+        taken: set[int] = set()
+        while batch.writes < writes:
+            room = writes - batch.writes
+            kind = KINDS[self.rng.choices(self.kinds, self.weights)[0]]
+            if kind.needs_customer and len(taken) >= free:
+                kind = KINDS["insert_customer"]
+            if kind.writes > room:
+                fitting = [k for k in self.kinds if KINDS[k].writes <= room
+                           and (not KINDS[k].needs_customer or len(taken) < free)]
+                if not fitting:
+                    break
+                kind = KINDS[self.rng.choice(fitting)]
+            target = None
+            if kind.needs_customer:
+                while True:
+                    slot = self.rng.randrange(free)
+                    if slot not in taken:
+                        taken.add(slot)
+                        break
+                target = self.customers[slot]
+            self._add(batch, kind.name, target, slot if target is not None else None)
+            batch.writes += kind.writes
+            batch.events[kind.name] += 1
+        return batch
+
+    def _add(self, batch: Batch, kind: str, customer: int | None, slot: int | None) -> None:
+        rng, fakes = self.rng, self.fakes
+        if kind == "insert_customer":
+            batch.new_customers.append(fakes.customer(rng))
+        elif kind == "insert_payment":
+            batch.payments.append((customer, fakes.amount(rng)))
+        elif kind == "update_email":
+            batch.emails.append((customer, fakes.email(rng, *fakes.name(rng))))
+        elif kind == "update_name":
+            batch.names.append((customer, *fakes.name(rng)))
+        elif kind == "update_active":
+            batch.toggles.append(customer)
+        elif kind == "change_key":
+            batch.key_changes.append((slot, customer))
+        elif kind == "delete_customer":
+            batch.deletions.append((slot, customer))
+
+    def _commit(self, conn: psycopg.Connection, batch: Batch) -> Counter:
+        """Run the batch as one transaction (a round trip to learn its xid, one for the
+        rest) and keep this worker's customers up to date; returns the rows written by kind."""
+        with conn.pipeline() as pipeline:
+            conn.execute("BEGIN")
+            xid = conn.execute("SELECT pg_catalog.pg_current_xact_id()::text")
+            pipeline.sync()
+            batch.xid = xid.fetchone()[0]
+            cursors = {}
+            if batch.new_customers:
+                cursors["insert_customer"] = conn.execute(
+                    statements.INSERT_CUSTOMERS, [list(c) for c in zip(*batch.new_customers)])
+            if batch.payments:
+                cursors["insert_payment"] = conn.execute(
+                    statements.INSERT_PAYMENTS, [list(c) for c in zip(*batch.payments)])
+            if batch.emails:
+                cursors["update_email"] = conn.execute(
+                    statements.UPDATE_EMAILS, [list(c) for c in zip(*batch.emails)])
+            if batch.names:
+                cursors["update_name"] = conn.execute(
+                    statements.UPDATE_NAMES, [list(c) for c in zip(*batch.names)])
+            if batch.toggles:
+                cursors["update_active"] = conn.execute(statements.TOGGLE_ACTIVE, [batch.toggles])
+            if batch.key_changes:
+                cursors["change_key"] = conn.execute(
+                    statements.CHANGE_KEYS, [[c for _, c in batch.key_changes]])
+            if batch.deletions:
+                cursors["delete_customer"] = conn.execute(
+                    statements.DELETE_CUSTOMERS, [[c for _, c in batch.deletions]])
+            conn.execute("COMMIT")
+        written: Counter = Counter()
+        for kind, cursor in cursors.items():
+            if kind == "insert_customer":
+                new_ids = [r[0] for r in cursor.fetchall()]
+                written[kind] = 2 * len(new_ids)
+                self.customers.extend(new_ids)
+            elif kind == "change_key":
+                moved = dict(cursor.fetchall())
+                written[kind] = len(moved)
+                for slot, old in batch.key_changes:
+                    if old in moved:
+                        self.customers[slot] = moved[old]
+            elif kind == "delete_customer":
+                customers, addresses = cursor.fetchone()
+                written[kind] = customers + addresses
+            else:
+                written[kind] = cursor.rowcount
+        self._forget(slot for slot, _ in batch.deletions)
+        return written
+
+    def _forget(self, slots) -> None:
+        """Drop customers by slot. Highest slot first, so that moving the last id
+        into a freed slot never moves one that is still to be dropped."""
+        for slot in sorted(slots, reverse=True):
+            last = self.customers.pop()
+            if slot < len(self.customers):
+                self.customers[slot] = last
+
+    def _rolled_back(self, conn: psycopg.Connection, exc: psycopg.Error) -> None:
+        """An error inside the transaction: it is rolled back, counted, and not rerun."""
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            conn.execute("ROLLBACK")
+        self.stats.failure(getattr(exc, "sqlstate", None) or type(exc).__name__)
+
+    def _after_reconnect(self, conn: psycopg.Connection, batch: Batch) -> Batch | None:
+        """What became of the batch the lost connection was running; returns it if it must run again."""
+        if batch.xid is None:  # COMMIT is only sent once the xid is known: nothing committed
+            self.stats.note(retried=1)
+            return batch
+        fate = conn.execute("SELECT pg_catalog.pg_xact_status(%s::xid8)", (batch.xid,)).fetchone()[0]
+        batch.xid = None
+        if fate == "committed":
+            # Which rows each statement touched is unknown: count the planned
+            # ones; the new keys of moved customers are unknown too: drop them.
+            self.stats.committed(batch.events, self._planned(batch), None)
+            self.stats.note(confirmed=1)
+            self._forget(slot for slot, _ in batch.deletions + batch.key_changes)
+            return None
+        if fate == "aborted":
+            self.stats.note(retried=1)
+            return batch
+        self._lost(batch)
+        return None
+
+    def _planned(self, batch: Batch) -> Counter:
+        return Counter({k: n * KINDS[k].writes for k, n in batch.events.items()})
+
+    def _unresolved(self, batch: Batch) -> None:
+        """The run ends before the batch's fate is known."""
+        if batch.xid is not None:
+            self._lost(batch)
+
+    def _lost(self, batch: Batch) -> None:
+        self.stats.note(lost=1, lost_writes=batch.writes)
+
+
+class LoaderError(Exception):
+    pass
+
+
+def check_role(conn: psycopg.Connection) -> str:
+    """The loader plays the application: refuse a superuser, and a role that cannot write."""
+    role, is_super, writes = conn.execute(
+        "SELECT current_user, r.rolsuper,"
+        " pg_catalog.has_table_privilege('public.customer', 'INSERT, UPDATE, DELETE')"
+        " FROM pg_catalog.pg_roles r WHERE r.rolname = current_user"
+    ).fetchone()
+    if is_super:
+        raise LoaderError(
+            f"{role} is a superuser; the loader plays the application and connects as the "
+            "application's role (the demo's is app: postgresql://app:…@host/db)")
+    if not writes:
+        raise LoaderError(f"{role} may not insert, update and delete in public.customer; "
+                          "connect as the application's role (the demo's is app)")
+    return role
+
+
+def run(settings: Settings, fakes: Fakes, stop: threading.Event,
+        on_tick=lambda stats: None, tick: float = 0.5) -> Stats:
+    """Run the workers until the duration or count is reached, a worker fails, or
+    ``stop`` is set (Ctrl-C sets it: batches in flight finish or roll back)."""
+    stats = Stats()
+    pacer = Pacer(settings.rate, settings.count, settings.duration)
+    workers = [Worker(i, settings, pacer, stats, stop, fakes) for i in range(settings.connections)]
+    for worker in workers:
+        worker.start()
+    try:
+        while alive := [w for w in workers if w.is_alive()]:
+            alive[0].join(tick)
+            on_tick(stats)
+    except KeyboardInterrupt:
+        stop.set()
+    for worker in workers:
+        worker.join()
+    stats.finished = time.monotonic()
+    return stats
