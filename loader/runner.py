@@ -363,7 +363,12 @@ class Worker(threading.Thread):
         if batch.xid is None:  # COMMIT is only sent once the xid is known: nothing committed
             self.stats.note(retried=1)
             return batch
-        fate = conn.execute("SELECT pg_catalog.pg_xact_status(%s::xid8)", (batch.xid,)).fetchone()[0]
+        try:
+            fate = conn.execute("SELECT pg_catalog.pg_xact_status(%s::xid8)", (batch.xid,)).fetchone()[0]
+        except psycopg.errors.InvalidParameterValue:
+            # "in the future": after a crash the server has no record of the
+            # transaction, so it never committed (asynchronous commit aside).
+            fate = "aborted"
         batch.xid = None
         if fate == "committed":
             # Which rows each statement touched is unknown: count the planned

@@ -223,6 +223,23 @@ def _wait_ready(state: SandboxState, timeout: float = 30.0) -> None:
             time.sleep(0.1)
 
 
+def restart(root: Path | None = None, mode: str = "fast") -> None:
+    """Restart the running sandbox server in place (``mode``: fast, or immediate as in a crash)."""
+    root = root or sandbox_dir()
+    state = status(root)
+    if state is None:
+        raise PgveilError("no sandbox is running")
+    done = _run_as(
+        state.os_user,
+        [str(find_bindir() / "pg_ctl"), "restart", "-w", "-t", "60", "-m", mode, "-D", state.data_dir,
+         "-l", str(Path(state.data_dir) / "server.log")],
+        stdin=subprocess.DEVNULL,
+    )
+    if done.returncode != 0:
+        raise PgveilError(f"the sandbox server did not restart: {done.stderr.strip()}")
+    _wait_ready(state)
+
+
 def stop(root: Path | None = None) -> bool:
     """Stop the sandbox and remove its cluster. True when one was running."""
     root = root or sandbox_dir()
