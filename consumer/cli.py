@@ -40,7 +40,9 @@ def consume(
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     if duration is not None:
-        threading.Timer(duration, stop.set).start()
+        timer = threading.Timer(duration, stop.set)
+        timer.daemon = True
+        timer.start()
 
     def report(b: boundary.Boundary) -> None:
         refused = ", ".join(b.refused) or "no public tables"

@@ -172,14 +172,8 @@ class Follower:
             self.on_change(Change(copy.name, op, keys=keys, count=rows))
 
     def _fetch(self, conn: psycopg.Connection, copy: Copy, keys: list[dict]) -> list[dict]:
-        query = sql.SQL("SELECT t.* FROM {table} AS t JOIN json_populate_recordset(NULL::{table}, %s) AS k"
-                        " ON {match} ORDER BY {order}").format(
-            table=sql.Identifier("sanitized", copy.name),
-            match=sql.SQL(" AND ").join(
-                sql.SQL("t.{0} = k.{0}").format(sql.Identifier(c)) for c in copy.key),
-            order=_columns("t", copy.key))
         with conn.cursor(row_factory=dict_row) as cur:
-            return cur.execute(query, (json.dumps(keys),)).fetchall()
+            return cur.execute(fetch_query(copy), (json.dumps(keys),)).fetchall()
 
     def _catch_up(self, conn: psycopg.Connection, copy: Copy) -> None:
         """Re-read the copy from a little before its watermark, a page at a time (keyset)."""
@@ -210,6 +204,18 @@ class Follower:
             self.watermarks[copy.name] = max([self.watermarks[copy.name], *stamps])
         if change.rows:
             self.on_change(change)
+
+
+def fetch_query(copy: Copy) -> sql.Composed:
+    """The copy's rows with the given keys (a JSON array of key objects).
+
+    One primary-key lookup per key: LIMIT 1 (keys are unique) keeps the
+    planner from turning it into a hash join over the whole copy.
+    """
+    return sql.SQL("SELECT t.* FROM json_populate_recordset(NULL::{table}, %s) AS k,"
+                   " LATERAL (SELECT * FROM {table} AS c WHERE {match} LIMIT 1) AS t").format(
+        table=sql.Identifier("sanitized", copy.name),
+        match=sql.SQL(" AND ").join(sql.SQL("c.{0} = k.{0}").format(sql.Identifier(c)) for c in copy.key))
 
 
 def _columns(alias: str, names: list[str]) -> sql.Composed:

@@ -71,6 +71,9 @@ class Arrivals:
 def run(url: str, out: Console) -> dict[str, str]:
     """Run the demo against ``url`` (a superuser's); returns the demo roles' URLs."""
     began = time.monotonic()
+    with preflight.connect(url) as admin:
+        for role in ROLES:
+            demo_roles.refuse_foreign(admin, role)
     out.rule("1. install: alembic upgrade head (toolkit + demo application)")
     migrate.upgrade(url, with_demo=True)
     urls = _role_urls(url)

@@ -35,14 +35,20 @@ def drop_if_created(conn: psycopg.Connection, role: str) -> None:
         conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 
-def set_password(conn: psycopg.Connection, role: str, password: str) -> None:
-    """Give a role the demo created a password; a role it did not create is not ours to change."""
-    created = conn.execute(
-        "SELECT EXISTS (SELECT FROM public.demo_created_roles WHERE role_name = %s)", (role,)
-    ).fetchone()[0]
-    if not created:
+def refuse_foreign(conn: psycopg.Connection, role: str) -> None:
+    """The demo sets its roles' passwords: refuse, before anything changes, if a role of
+    that name exists that the demo did not create in this database."""
+    if not conn.execute("SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = %s)", (role,)).fetchone()[0]:
+        return
+    recorded = conn.execute("SELECT to_regclass('public.demo_created_roles') IS NOT NULL").fetchone()[0] and \
+        conn.execute("SELECT EXISTS (SELECT FROM public.demo_created_roles WHERE role_name = %s)",
+                     (role,)).fetchone()[0]
+    if not recorded:
         raise PgveilError(
             f"role {role!r} existed before the demo was installed; the demo will not change its "
-            "password — install the demo into a database on a server without that role, or use the sandbox"
+            "password — run the demo on a server without that role, or in the sandbox (unset DATABASE_URL)"
         )
+
+
+def set_password(conn: psycopg.Connection, role: str, password: str) -> None:
     conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))

@@ -57,11 +57,11 @@ def pg_server():
         with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
             roles_before = {r[0] for r in conn.execute("SELECT rolname FROM pg_roles")}
         yield server
-        # The demo template's roles (consumer, analyst) outlive its database;
+        # The demo template's roles (consumer, analyst, app) outlive its database;
         # drop them and any test role left behind, if this run created them.
         with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
             for (name,) in conn.execute(
-                "SELECT rolname FROM pg_roles WHERE rolname IN ('consumer', 'analyst') OR rolname ~ '^t_[0-9a-f]{8}_'"
+                "SELECT rolname FROM pg_roles WHERE rolname IN ('consumer', 'analyst', 'app') OR rolname ~ '^t_[0-9a-f]{8}_'"
             ).fetchall():
                 if name not in roles_before:
                     conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))

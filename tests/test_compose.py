@@ -21,4 +21,17 @@ def test_compose_runs_the_migrations_against_the_server_version_we_test(pg_serve
     assert migrate["depends_on"]["db"]["condition"] == "service_healthy"
     assert migrate["environment"]["DATABASE_URL"].startswith("postgresql://")
     assert "@db:5432/" in migrate["environment"]["DATABASE_URL"]
-    assert "uv run alembic upgrade head" in " ".join(migrate["command"])
+    assert "uv run alembic -x demo_password=$$DEMO_PASSWORD upgrade head" in " ".join(migrate["command"])
+
+
+def test_compose_runs_loader_and_consumer_as_their_own_roles_after_the_migration():
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    services = compose["services"]
+    for name, role, command in (("loader", "app", "pgveil load"), ("consumer", "consumer", "pgveil consume")):
+        service = services[name]
+        assert service["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+        assert service["environment"]["DATABASE_URL"].startswith(f"postgresql://{role}:")
+        assert "@db:5432/pgveil" in service["environment"]["DATABASE_URL"]
+        assert command in " ".join(service["command"])
+    # the password the migration gives the demo roles is the one the programs log in with
+    assert services["migrate"]["environment"]["DEMO_PASSWORD"] == "${DEMO_PASSWORD:-demo}"
