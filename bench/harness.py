@@ -19,9 +19,16 @@ from psycopg import sql
 from pgveil import migrate, sandbox
 
 
+def report(label: str, value: float, unit: str, target: str, ok: bool) -> bool:
+    """One result line: the figure, its target, and whether it was met."""
+    print(f"{label:58} {value:8.2f}{unit}  target {target:8} {'ok' if ok else 'MISSED'}")
+    return ok
+
+
 @contextmanager
-def bench_database(prefix: str) -> Iterator[str]:
-    """Yield the URL of a fresh database with the toolkit installed; drop it afterwards."""
+def bench_database(prefix: str, with_demo: bool = False) -> Iterator[str]:
+    """Yield the URL of a fresh database with the toolkit (and the demo application,
+    if asked) installed; drop it afterwards."""
     root = None
     server_url = os.environ.get("DATABASE_URL")
     if not server_url:
@@ -33,8 +40,10 @@ def bench_database(prefix: str) -> Iterator[str]:
             admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
         try:
             url = server_url.rsplit("/", 1)[0] + "/" + dbname
-            migrate.upgrade(url)
+            migrate.upgrade(url, with_demo=with_demo)
             yield url
+            if with_demo:  # the demo's roles are cluster-wide: its downgrade drops those it created
+                migrate.downgrade(url, with_demo=True)
         finally:
             with psycopg.connect(server_url, autocommit=True) as admin:
                 admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(dbname)))

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import psycopg
 
-from harness import bench_database
+from harness import bench_database, report
 from pgveil import sandbox
 
 TABLE = "(id bigint PRIMARY KEY, email text, name text, phone text, amount numeric)"
@@ -65,11 +65,6 @@ def timed(conn: psycopg.Connection, query: str, params=None) -> float:
     started = time.perf_counter()
     conn.execute(query, params)
     return time.perf_counter() - started
-
-
-def report(label: str, value: float, unit: str, target: str, ok: bool) -> bool:
-    print(f"{label:58} {value:8.2f}{unit}  target {target:8} {'ok' if ok else 'MISSED'}")
-    return ok
 
 
 def setup(conn: psycopg.Connection) -> None:

@@ -49,7 +49,9 @@ def downgrade() -> None:
     role = sql.Identifier(app_role())
     conn = driver_connection(op.get_bind())
     for table, column in CATCH_UP_INDEXES.items():
-        conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier("sanitized", f"{table}_{column}_idx")))
+        # IF EXISTS: unstreaming a table drops its copy, indexes and all.
+        conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(
+            sql.Identifier("sanitized", f"{table}_{column}_idx")))
     for sequence in SEQUENCES:
         conn.execute(sql.SQL("REVOKE ALL ON SEQUENCE {} FROM {}").format(sql.Identifier("public", sequence), role))
     for table in TABLES:
