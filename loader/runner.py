@@ -229,7 +229,10 @@ class Worker(threading.Thread):
                     written = self._commit(conn, batch)
                     self.stats.committed(batch.events, written, time.monotonic() - began)
                 except psycopg.Error as exc:
-                    if not (conn.closed or conn.broken):
+                    # The server may announce its going away as an error
+                    # (57P01 on shutdown) after the COMMIT took effect: any
+                    # operational error is settled by asking about the xid.
+                    if not (conn.closed or conn.broken or isinstance(exc, psycopg.OperationalError)):
                         self._rolled_back(conn, exc)
                         continue
                     conn.close()
@@ -363,12 +366,7 @@ class Worker(threading.Thread):
         if batch.xid is None:  # COMMIT is only sent once the xid is known: nothing committed
             self.stats.note(retried=1)
             return batch
-        try:
-            fate = conn.execute("SELECT pg_catalog.pg_xact_status(%s::xid8)", (batch.xid,)).fetchone()[0]
-        except psycopg.errors.InvalidParameterValue:
-            # "in the future": after a crash the server has no record of the
-            # transaction, so it never committed (asynchronous commit aside).
-            fate = "aborted"
+        fate = self._fate(conn, batch.xid)
         batch.xid = None
         if fate == "committed":
             # Which rows each statement touched is unknown: count the planned
@@ -382,6 +380,22 @@ class Worker(threading.Thread):
             return batch
         self._lost(batch)
         return None
+
+    def _fate(self, conn: psycopg.Connection, xid: str) -> str | None:
+        """committed, aborted, or None when it cannot be known."""
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                fate = conn.execute("SELECT pg_catalog.pg_xact_status(%s::xid8)", (xid,)).fetchone()[0]
+            except psycopg.errors.InvalidParameterValue:
+                # "in the future": after a crash the server has no record of
+                # the transaction, so it never committed (asynchronous commit aside).
+                return "aborted"
+            # "in progress": the old session's backend has not noticed yet that
+            # its client left (it then aborts the transaction).
+            if fate != "in progress" or time.monotonic() > deadline:
+                return fate if fate in ("committed", "aborted") else None
+            time.sleep(0.1)
 
     def _planned(self, batch: Batch) -> Counter:
         return Counter({k: n * KINDS[k].writes for k, n in batch.events.items()})
