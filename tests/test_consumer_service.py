@@ -68,10 +68,15 @@ def consumer_url(demo):
 
 def test_changes_arrive_as_sanitized_rows_fetched_by_key(demo, consumer_url):
     with Following(lambda: psycopg.connect(consumer_url, autocommit=True)) as following:
+        # Each change is awaited before the next: the follower fetches a row's
+        # current state, and a row deleted before the fetch is not there to fetch.
         customer = insert_customer(demo)
         token = demo.scalar("SELECT veil.token(%s::text, 'customer')", (customer,))
+        following.wait_for(lambda cs: len(rows_of(cs, "customer")) == 1)
         demo.execute("INSERT INTO payment (customer_id, amount) VALUES (%s, 9.99)", (customer,))
+        following.wait_for(lambda cs: len(rows_of(cs, "payment")) == 1)
         demo.execute("UPDATE customer SET activebool = false WHERE customer_id = %s", (customer,))
+        following.wait_for(lambda cs: len(rows_of(cs, "customer")) == 2)
         demo.execute("DELETE FROM customer WHERE customer_id = %s", (customer,))
         changes = following.wait_for(lambda cs: any(c.op == "delete" and c.table == "customer" for c in cs))
     customers = rows_of(changes, "customer")
@@ -190,9 +195,9 @@ def test_a_superuser_is_refused(demo):
 
 
 def test_the_command_prints_json_lines_without_raw_values(demo, consumer_url):
-    timer = threading.Timer(1.5, lambda: insert_customer(demo))
+    timer = threading.Timer(2.0, lambda: insert_customer(demo))
     timer.start()
-    result = CliRunner().invoke(app, ["consume", "--database-url", consumer_url, "--json", "--duration", "3"])
+    result = CliRunner().invoke(app, ["consume", "--database-url", consumer_url, "--json", "--duration", "4"])
     timer.join()
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
