@@ -73,6 +73,12 @@ class Pacer:
                 self._left += writes
 
 
+def percentiles(values, *quantiles: float) -> list[float]:
+    """Nearest-rank quantiles of a non-empty sequence, sorting it once."""
+    ordered = sorted(values)
+    return [ordered[min(len(ordered) - 1, int(q * len(ordered)))] for q in quantiles]
+
+
 @dataclass
 class Stats:
     """What happened, for the live view and the summary (thread-safe)."""
@@ -112,20 +118,16 @@ class Stats:
         with self._lock:
             self.failed[sqlstate] += 1
 
-    def percentile(self, q: float) -> float | None:
-        with self._lock:
-            ordered = sorted(self.latencies)
-        if not ordered:
-            return None
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
     def total_writes(self) -> int:
         return sum(self.writes.values())
 
     def summary(self) -> dict:
         elapsed = self.elapsed()
-        ms = {f"p{int(q * 100)}": (None if (v := self.percentile(q)) is None else round(v * 1000, 2))
-              for q in (0.5, 0.95, 0.99)}
+        with self._lock:
+            latencies = list(self.latencies)
+        quantiles = (0.5, 0.95, 0.99)
+        values = percentiles(latencies, *quantiles) if latencies else [None] * len(quantiles)
+        ms = {f"p{int(q * 100)}": None if v is None else round(v * 1000, 2) for q, v in zip(quantiles, values)}
         return {
             "elapsed_s": round(elapsed, 3),
             "writes": self.total_writes(),
@@ -146,17 +148,13 @@ class Stats:
 
 @dataclass
 class Batch:
-    """One transaction's events: parameters per statement, and what they target."""
+    """One transaction's events: per kind, each event's statement arguments and,
+    for events on an existing customer, the customer's slot in the worker's list."""
 
     writes: int = 0
     events: Counter = field(default_factory=Counter)
-    new_customers: list = field(default_factory=list)
-    payments: list = field(default_factory=list)
-    emails: list = field(default_factory=list)
-    names: list = field(default_factory=list)
-    toggles: list = field(default_factory=list)
-    key_changes: list = field(default_factory=list)
-    deletions: list = field(default_factory=list)
+    arguments: dict[str, list[tuple]] = field(default_factory=dict)
+    slots: dict[str, list[int]] = field(default_factory=dict)
     xid: str | None = None
 
 
@@ -267,35 +265,32 @@ class Worker(threading.Thread):
                 if not fitting:
                     break
                 kind = KINDS[self.rng.choice(fitting)]
-            target = None
+            customer = None
             if kind.needs_customer:
                 while True:
                     slot = self.rng.randrange(free)
                     if slot not in taken:
                         taken.add(slot)
                         break
-                target = self.customers[slot]
-            self._add(batch, kind.name, target, slot if target is not None else None)
+                customer = self.customers[slot]
+                batch.slots.setdefault(kind.name, []).append(slot)
+            batch.arguments.setdefault(kind.name, []).append(self._arguments(kind.name, customer))
             batch.writes += kind.writes
             batch.events[kind.name] += 1
         return batch
 
-    def _add(self, batch: Batch, kind: str, customer: int | None, slot: int | None) -> None:
+    def _arguments(self, kind: str, customer: int | None) -> tuple:
+        """One event's row of its statement's arguments."""
         rng, fakes = self.rng, self.fakes
         if kind == "insert_customer":
-            batch.new_customers.append(fakes.customer(rng))
-        elif kind == "insert_payment":
-            batch.payments.append((customer, fakes.amount(rng)))
-        elif kind == "update_email":
-            batch.emails.append((customer, fakes.email(rng, *fakes.name(rng))))
-        elif kind == "update_name":
-            batch.names.append((customer, *fakes.name(rng)))
-        elif kind == "update_active":
-            batch.toggles.append(customer)
-        elif kind == "change_key":
-            batch.key_changes.append((slot, customer))
-        elif kind == "delete_customer":
-            batch.deletions.append((slot, customer))
+            return fakes.customer(rng)
+        if kind == "insert_payment":
+            return customer, fakes.amount(rng)
+        if kind == "update_email":
+            return customer, fakes.email(rng, *fakes.name(rng))
+        if kind == "update_name":
+            return customer, *fakes.name(rng)
+        return (customer,)  # update_active, change_key, delete_customer
 
     def _commit(self, conn: psycopg.Connection, batch: Batch) -> Counter:
         """Run the batch as one transaction (a round trip to learn its xid, one for the
@@ -305,27 +300,9 @@ class Worker(threading.Thread):
             xid = conn.execute("SELECT pg_catalog.pg_current_xact_id()::text")
             pipeline.sync()
             batch.xid = xid.fetchone()[0]
-            cursors = {}
-            if batch.new_customers:
-                cursors["insert_customer"] = conn.execute(
-                    statements.INSERT_CUSTOMERS, [list(c) for c in zip(*batch.new_customers)])
-            if batch.payments:
-                cursors["insert_payment"] = conn.execute(
-                    statements.INSERT_PAYMENTS, [list(c) for c in zip(*batch.payments)])
-            if batch.emails:
-                cursors["update_email"] = conn.execute(
-                    statements.UPDATE_EMAILS, [list(c) for c in zip(*batch.emails)])
-            if batch.names:
-                cursors["update_name"] = conn.execute(
-                    statements.UPDATE_NAMES, [list(c) for c in zip(*batch.names)])
-            if batch.toggles:
-                cursors["update_active"] = conn.execute(statements.TOGGLE_ACTIVE, [batch.toggles])
-            if batch.key_changes:
-                cursors["change_key"] = conn.execute(
-                    statements.CHANGE_KEYS, [[c for _, c in batch.key_changes]])
-            if batch.deletions:
-                cursors["delete_customer"] = conn.execute(
-                    statements.DELETE_CUSTOMERS, [[c for _, c in batch.deletions]])
+            # One statement per kind, its arguments as arrays: one per column.
+            cursors = {kind: conn.execute(statement, [list(column) for column in zip(*batch.arguments[kind])])
+                       for kind, statement in statements.BY_KIND.items() if kind in batch.arguments}
             conn.execute("COMMIT")
         written: Counter = Counter()
         for kind, cursor in cursors.items():
@@ -336,7 +313,7 @@ class Worker(threading.Thread):
             elif kind == "change_key":
                 moved = dict(cursor.fetchall())
                 written[kind] = len(moved)
-                for slot, old in batch.key_changes:
+                for slot, (old,) in zip(batch.slots[kind], batch.arguments[kind]):
                     if old in moved:
                         self.customers[slot] = moved[old]
             elif kind == "delete_customer":
@@ -344,7 +321,7 @@ class Worker(threading.Thread):
                 written[kind] = customers + addresses
             else:
                 written[kind] = cursor.rowcount
-        self._forget(slot for slot, _ in batch.deletions)
+        self._forget(batch.slots.get("delete_customer", []))
         return written
 
     def _forget(self, slots) -> None:
@@ -373,7 +350,7 @@ class Worker(threading.Thread):
             # ones; the new keys of moved customers are unknown too: drop them.
             self.stats.committed(batch.events, self._planned(batch), None)
             self.stats.note(confirmed=1)
-            self._forget(slot for slot, _ in batch.deletions + batch.key_changes)
+            self._forget(batch.slots.get("delete_customer", []) + batch.slots.get("change_key", []))
             return None
         if fate == "aborted":
             self.stats.note(retried=1)

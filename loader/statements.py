@@ -68,3 +68,14 @@ SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM addresses)
 CUSTOMERS_OF_WORKER = """
 SELECT customer_id FROM public.customer WHERE customer_id %% %s = %s
 """
+
+# Each kind's statement, in the order a batch runs them: inserts first, erasures last.
+BY_KIND = {
+    "insert_customer": INSERT_CUSTOMERS,
+    "insert_payment": INSERT_PAYMENTS,
+    "update_email": UPDATE_EMAILS,
+    "update_name": UPDATE_NAMES,
+    "update_active": TOGGLE_ACTIVE,
+    "change_key": CHANGE_KEYS,
+    "delete_customer": DELETE_CUSTOMERS,
+}

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import random
 import secrets
-import statistics
 import threading
 import time
 from collections import Counter
@@ -76,7 +75,9 @@ def run(url: str, out: Console) -> dict[str, str]:
             demo_roles.refuse_foreign(admin, role)
     out.rule("1. install: alembic upgrade head (toolkit + demo application)")
     migrate.upgrade(url, with_demo=True)
-    urls = _role_urls(url)
+    with preflight.connect(url) as admin:
+        urls = login_urls(admin, url, ROLES)
+        admin.commit()
     out.print("roles: [bold]app[/] (the application), [bold]analyst[/] (masked role), "
               "[bold]consumer[/] (reads sanitized.* only)")
 
@@ -107,24 +108,21 @@ def run(url: str, out: Console) -> dict[str, str]:
                 out.print(f"[red]{role} read public.customer: this must not happen[/]")
             except psycopg.errors.InsufficientPrivilege as exc:
                 out.print(f"{role}: SELECT * FROM public.customer → [bold]refused[/]: {str(exc).strip()}")
-    lags = sorted(arrivals.lags)
-    if lags:
+    if arrivals.lags:
+        p50, p95 = runner.percentiles(arrivals.lags, 0.5, 0.95)
         out.print(f"consumer lag, from the start of the writer's transaction to the fetched customer row: "
-                  f"p50 {1000 * statistics.median(lags):.0f} ms, "
-                  f"p95 {1000 * lags[int(0.95 * (len(lags) - 1))]:.0f} ms over {len(lags)} rows")
+                  f"p50 {1000 * p50:.0f} ms, p95 {1000 * p95:.0f} ms over {len(arrivals.lags)} rows")
     out.print(f"demo finished in {time.monotonic() - began:.0f} s")
     return urls
 
 
-def _role_urls(url: str) -> dict[str, str]:
-    """A fresh password for each demo role, so that the demo can log in as each."""
+def login_urls(admin: psycopg.Connection, url: str, roles) -> dict[str, str]:
+    """A fresh password for each of the demo's ``roles``, and the URL to log in as it."""
     urls = {}
-    with preflight.connect(url) as admin:
-        for role in ROLES:
-            password = secrets.token_urlsafe(18)
-            demo_roles.set_password(admin, role, password)
-            urls[role] = role_url(url, role, password)
-        admin.commit()
+    for role in roles:
+        password = secrets.token_urlsafe(18)
+        demo_roles.set_password(admin, role, password)
+        urls[role] = role_url(url, role, password)
     return urls
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import secrets
 import tempfile
 import threading
 import time
@@ -17,18 +16,16 @@ from typer.testing import CliRunner
 from loader import runner
 from loader.fakes import Fakes
 from loader.mix import DEFAULT_MIX, MixError, parse_mix
-from pgveil import demo_roles, migrate, sandbox
+from pgveil import migrate, sandbox
 from pgveil.cli import app
-from pgveil.demo import role_url
+from pgveil.demo import login_urls
 
 cli = CliRunner()
 
 
 def login(db, role: str) -> str:
     """A URL for one of the demo's roles (cluster-wide; a fresh password each time)."""
-    password = secrets.token_urlsafe(12)
-    db.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
-    return db.server.url(db.name, role, password)
+    return login_urls(db.admin, db.url, [role])[role]
 
 
 def counts(db) -> dict[str, int]:
@@ -187,8 +184,7 @@ def own_server():
 def test_a_server_restart_mid_run_loses_nothing_silently_and_inserts_nothing_twice(own_server, mode):
     root, url = own_server
     with psycopg.connect(url, autocommit=True) as admin:
-        demo_roles.set_password(admin, "app", "app-restart")
-    app_url = role_url(url, "app", "app-restart")
+        app_url = login_urls(admin, url, ["app"])["app"]
     settings = runner.Settings(app_url, parse_mix("insert_customer=2,insert_payment=1,delete_customer=1"),
                                rate=400, duration=5, connections=2, batch=10, reconnect_timeout=30)
     result: dict = {}
