@@ -1,7 +1,8 @@
 """What every benchmark needs: a database of its own with pgveil installed.
 
 On $DATABASE_URL's server when set (its user must be able to create
-databases), else on a sandbox cluster started for the run and removed after.
+databases), else on a sandbox cluster started for the run and removed after
+(durable, that is with fsync on, when the benchmark measures commits).
 """
 
 from __future__ import annotations
@@ -26,14 +27,14 @@ def report(label: str, value: float, unit: str, target: str, ok: bool) -> bool:
 
 
 @contextmanager
-def bench_database(prefix: str, with_demo: bool = False) -> Iterator[str]:
+def bench_database(prefix: str, with_demo: bool = False, durable: bool = False) -> Iterator[str]:
     """Yield the URL of a fresh database with the toolkit (and the demo application,
     if asked) installed; drop it afterwards."""
     root = None
     server_url = os.environ.get("DATABASE_URL")
     if not server_url:
         root = Path(tempfile.mkdtemp(prefix="pgveil-bench-"))
-        server_url = sandbox.start(root).url
+        server_url = sandbox.start(root, durable=durable).url
     dbname = f"{prefix}_{secrets.token_hex(3)}"
     try:
         with psycopg.connect(server_url, autocommit=True) as admin:

@@ -1,14 +1,15 @@
 """Benchmark: the live sanitized copy against its baselines, in one run.
 
-In a database of its own (bench/harness.py) it builds its tables and measures:
+In a database of its own (bench/harness.py), on a server with PostgreSQL's
+durable defaults (fsync, synchronous_commit and full_page_writes on; the
+settings in force are printed), it builds its tables and measures:
 
 1. bulk: INSERT ... SELECT of 500,000 rows into a table streamed with three
    tokens, against the same insert into an unstreamed table (target <= 4.5x),
    and against the common row-level pattern (AFTER INSERT FOR EACH ROW, HMAC
    with the key from a setting, INSERT ... ON CONFLICT DO UPDATE);
-2. OLTP: single-row inserts over 2 connections for 20 s with pgbench, with
-   durable commits (fsync and synchronous_commit on), streamed against
-   unstreamed tps (target >= 0.85x);
+2. OLTP: single-row inserts over 2 connections for 20 s with pgbench, in
+   alternating slices, streamed against unstreamed tps (target >= 0.85x);
 3. backfill of 1,000,000 rows against one INSERT ... SELECT computing the same
    tokens (target <= 1.3x).
 
@@ -18,7 +19,6 @@ In a database of its own (bench/harness.py) it builds its tables and measures:
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import subprocess
 import tempfile
@@ -82,42 +82,49 @@ def setup(conn: psycopg.Connection) -> None:
     conn.execute(ROW_LEVEL_TRIGGER)
 
 
-def bulk(conn: psycopg.Connection, rows: int) -> bool:
+def bulk(conn: psycopg.Connection, rows: int, rounds: int = 2) -> bool:
+    """Best of `rounds` per table, each insert into an emptied table after a checkpoint."""
     conn.execute("SELECT set_config('bench.key', encode(veil_ext.gen_random_bytes(32), 'hex'), false)")
-    plain = timed(conn, "INSERT INTO bench.plain " + ROWS, (1, rows))
-    streamed = timed(conn, "INSERT INTO bench.streamed " + ROWS, (1, rows))
-    row_level = timed(conn, "INSERT INTO bench.row_level " + ROWS, (1, rows))
+    best = {}
+    for _ in range(rounds):
+        for table in ("plain", "streamed", "row_level"):
+            conn.execute(f"TRUNCATE bench.{table}, bench.row_level_copy")
+            conn.execute("CHECKPOINT")
+            elapsed = timed(conn, f"INSERT INTO bench.{table} " + ROWS, (1, rows))
+            best[table] = min(best.get(table, elapsed), elapsed)
     assert conn.execute("SELECT count(*) FROM sanitized.bench__streamed").fetchone()[0] == rows
-    print(f"bulk INSERT ... SELECT of {rows:,} rows: unstreamed {plain:.2f} s, streamed {streamed:.2f} s,"
-          f" row-level trigger {row_level:.2f} s")
+    plain, streamed, row_level = best["plain"], best["streamed"], best["row_level"]
+    print(f"bulk INSERT ... SELECT of {rows:,} rows (best of {rounds}): unstreamed {plain:.2f} s,"
+          f" streamed {streamed:.2f} s, row-level trigger {row_level:.2f} s")
     report("  row-level trigger baseline / unstreamed", row_level / plain, "x", "(~7.5x)", True)
+    report("  streamed / row-level trigger baseline", streamed / row_level, "x", "(info)", True)
     return report("  streamed (3 tokens) / unstreamed", streamed / plain, "x", "<= 4.5x", streamed / plain <= 4.5)
 
 
 def pgbench_tps(url: str, bindir: Path, table: str, seconds: int, workdir: Path) -> float:
     script = workdir / f"{table}.sql"
     script.write_text(PGBENCH_SCRIPT.format(table=table))
-    env = dict(os.environ, PGOPTIONS="-c synchronous_commit=on")
     done = subprocess.run(
         [str(bindir / "pgbench"), "-n", "-M", "prepared", "-c", "2", "-j", "2", "-T", str(seconds),
-         "-f", str(script), url], capture_output=True, text=True, env=env, check=True)
+         "-f", str(script), url], capture_output=True, text=True, check=True)
     return float(re.search(r"tps = ([\d.]+)", done.stdout).group(1))
 
 
-def oltp(conn: psycopg.Connection, url: str, seconds: int) -> bool:
-    # Durable commits, as in production: the copy is written in the same commit.
-    conn.execute("ALTER SYSTEM SET fsync = on")
-    conn.execute("ALTER SYSTEM SET full_page_writes = on")
-    conn.execute("SELECT pg_reload_conf()")
-    time.sleep(1)
+def durability(conn: psycopg.Connection) -> str:
+    return ", ".join(f"{name}={conn.execute(f'SHOW {name}').fetchone()[0]}"
+                     for name in ("fsync", "synchronous_commit", "full_page_writes"))
+
+
+def oltp(url: str, seconds: int, slices: int = 4) -> bool:
+    """Each side runs `seconds` in all, in alternating slices, so that drift in
+    the disk's flush latency falls on both sides alike."""
     with tempfile.TemporaryDirectory() as workdir:
         bindir = sandbox.find_bindir()
-        plain = pgbench_tps(url, bindir, "oltp_plain", seconds, Path(workdir))
-        streamed = pgbench_tps(url, bindir, "oltp_streamed", seconds, Path(workdir))
-    conn.execute("ALTER SYSTEM RESET fsync")
-    conn.execute("ALTER SYSTEM RESET full_page_writes")
-    conn.execute("SELECT pg_reload_conf()")
-    print(f"OLTP single-row inserts, 2 connections, {seconds} s, durable commits:"
+        plain = streamed = 0.0
+        for _ in range(slices):
+            plain += pgbench_tps(url, bindir, "oltp_plain", seconds // slices, Path(workdir)) / slices
+            streamed += pgbench_tps(url, bindir, "oltp_streamed", seconds // slices, Path(workdir)) / slices
+    print(f"OLTP single-row inserts, 2 connections, {seconds} s each in {slices} alternating slices:"
           f" unstreamed {plain:.0f} tps, streamed {streamed:.0f} tps")
     return report("  streamed / unstreamed tps", streamed / plain, "x", ">= 0.85x", streamed / plain >= 0.85)
 
@@ -146,9 +153,10 @@ def main() -> None:
     parser.add_argument("--oltp-seconds", type=int, default=20)
     args = parser.parse_args()
 
-    with bench_database("pgveil_bench_streaming") as url, psycopg.connect(url, autocommit=True) as conn:
+    with bench_database("pgveil_bench_streaming", durable=True) as url, psycopg.connect(url, autocommit=True) as conn:
+        print(f"server: {durability(conn)}")
         setup(conn)
-        results = [bulk(conn, args.bulk_rows), oltp(conn, url, args.oltp_seconds),
+        results = [bulk(conn, args.bulk_rows), oltp(url, args.oltp_seconds),
                    backfill(conn, args.backfill_rows)]
         print(f"{sum(results)} of {len(results)} within target")
 

@@ -27,15 +27,19 @@ from pgveil.errors import PgveilError
 
 MIN_SERVER_MAJOR = 15
 SUPERUSER = "pgveil"
-# Settings for a disposable cluster: durability is not needed, speed is.
 SERVER_SETTINGS = {
     "listen_addresses": "127.0.0.1",
-    "fsync": "off",
-    "synchronous_commit": "off",
-    "full_page_writes": "off",
     "shared_buffers": "256MB",
     "max_connections": "200",
     "log_min_messages": "warning",
+}
+# A disposable cluster needs no durability, only speed; a durable one (for
+# benchmarks that must measure commits as production pays for them) keeps
+# PostgreSQL's defaults.
+NOT_DURABLE_SETTINGS = {
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
 }
 
 
@@ -148,8 +152,9 @@ def status(root: Path | None = None) -> SandboxState | None:
     return state if _is_running(state, find_bindir()) else None
 
 
-def start(root: Path | None = None) -> SandboxState:
-    """Start the sandbox (or return the one already running)."""
+def start(root: Path | None = None, durable: bool = False) -> SandboxState:
+    """Start the sandbox (or return the one already running). ``durable`` keeps
+    fsync, synchronous_commit and full_page_writes on, as in production."""
     root = root or sandbox_dir()
     running = status(root)
     if running is not None:
@@ -193,7 +198,8 @@ def start(root: Path | None = None) -> SandboxState:
         os.unlink(pwfile.name)
     if init.returncode != 0:
         raise PgveilError(f"initdb failed: {init.stderr.strip().splitlines()[-1]}")
-    options = " ".join(f"-c {k}={v}" for k, v in SERVER_SETTINGS.items())
+    settings = SERVER_SETTINGS if durable else {**SERVER_SETTINGS, **NOT_DURABLE_SETTINGS}
+    options = " ".join(f"-c {k}={v}" for k, v in settings.items())
     options += f" -p {state.port} -c unix_socket_directories={state.data_dir}"
     log_file = Path(state.data_dir) / "server.log"
     started = _run_as(

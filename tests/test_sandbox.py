@@ -11,6 +11,8 @@ from pathlib import Path
 
 import psycopg
 
+from pgveil import sandbox
+
 
 def pgveil(*args: str, sandbox_dir: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
@@ -62,3 +64,16 @@ def test_password_is_required(tmp_path):
             assert "password authentication failed" in str(exc)
     finally:
         pgveil("sandbox", "stop", sandbox_dir=root)
+
+
+def test_a_durable_sandbox_keeps_postgresql_durability_settings(tmp_path):
+    """Benchmarks that measure commits need fsync on; the ordinary sandbox trades it for speed."""
+    settings = "SELECT current_setting('fsync'), current_setting('synchronous_commit'), current_setting('full_page_writes')"
+    for durable, expected in ((True, ("on", "on", "on")), (False, ("off", "off", "off"))):
+        root = tmp_path / f"durable-{durable}"
+        state = sandbox.start(root, durable=durable)
+        try:
+            with psycopg.connect(state.url) as conn:
+                assert conn.execute(settings).fetchone() == expected
+        finally:
+            sandbox.stop(root)

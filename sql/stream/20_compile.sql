@@ -2,7 +2,8 @@
 --
 -- Inside a generated statement a rule is written out, not called per row
 -- where that matters: veil.token(v, p) becomes the HMAC expression itself,
--- with the current key read once per statement (joined as veil_key). Every
+-- with the current key and its token prefix read once per statement (joined
+-- as veil_key). Every
 -- other rule is its expression as PostgreSQL deparsed it.
 
 -- The top-level arguments of "f(a, b, ...)" as deparsed by PostgreSQL.
@@ -72,9 +73,9 @@ BEGIN
         END IF;
         -- Must equal veil_private.hmac_token(); a test holds them together.
         RETURN pg_catalog.format(
-            '(''v'' || veil_key.version || '':'' || pg_catalog.substr(pg_catalog.encode('
+            '(veil_key.prefix || pg_catalog.split_part(pg_catalog.encode('
             '@pgcrypto@.hmac(pg_catalog.convert_to(pg_catalog.length(%2$s) || '':'' || %2$s || %1$s, ''UTF8''), '
-            'veil_key.key, ''sha256''), ''base64''), 1, 43))',
+            'veil_key.key, ''sha256''), ''base64''), ''='', 1))',
             args[1], args[2]);
     END IF;
     RETURN rendered;

@@ -57,7 +57,7 @@ BEGIN
         s.source::regclass,
         CASE WHEN last_key IS NULL THEN 'true' ELSE pg_catalog.format('(%s) > (%s)', key_list, key_typed) END,
         CASE WHEN done THEN 'true' ELSE pg_catalog.format('(%s) <= (%s)', key_list, upper_typed) END,
-        veil_private.copy_upsert(s.source, 'batch'))
+        veil_private.copy_write(s.source, 'batch', true))
     INTO copied
     USING last_key, upper_key;
     -- The next batch starts after this one's upper key (when done, it matters no more).
