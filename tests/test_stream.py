@@ -125,6 +125,29 @@ def test_same_named_tables_of_other_schemas_do_not_collide(demo):
     demo.execute("INSERT INTO crm.customer VALUES (2, 'y')")
 
 
+def test_a_composite_key_is_followed_through_every_statement(demo):
+    """Key order, key moves, the out-of-step fallback and the backfill with a two-column key."""
+    demo.execute("CREATE TABLE orders (region text, order_no int, note text, PRIMARY KEY (region, order_no))")
+    demo.execute("INSERT INTO orders SELECT 'r' || g % 3, g, 'n' || g FROM generate_series(1, 50) g")
+    for column, label in (("region", "MASKED WITH FUNCTION veil.token(region, 'region')"),
+                          ("order_no", "NOT MASKED"), ("note", "MASKED WITH FUNCTION veil.token(note)")):
+        demo.execute("SELECT veil.security_label('sanitized', 'COLUMN', %s, %s)", (f"public.orders.{column}", label))
+    demo.execute("SELECT veil.stream('orders')")
+    demo.execute("CALL veil.backfill('orders', 7)")
+    demo.execute("INSERT INTO orders SELECT 'r' || g % 3, g, 'n' || g FROM generate_series(51, 60) g")
+    demo.execute("UPDATE orders SET region = 'moved' WHERE order_no <= 5")
+    demo.execute("DELETE FROM orders WHERE order_no BETWEEN 20 AND 29")
+    demo.execute("SET session_replication_role = replica")
+    demo.execute("DELETE FROM orders WHERE order_no = 60")
+    demo.execute("RESET session_replication_role")
+    demo.execute("INSERT INTO orders VALUES ('r0', 60, 'back')")
+    transform = ("SELECT veil.token(region, 'region'), order_no, veil.token(note) FROM orders")
+    copy = "SELECT region, order_no, note FROM sanitized.orders"
+    assert demo.execute(f"({transform}) EXCEPT ALL ({copy})").fetchall() == []
+    assert demo.execute(f"({copy}) EXCEPT ALL ({transform})").fetchall() == []
+    assert demo.scalar("SELECT count(*) FROM sanitized.orders") == 50
+
+
 @pytest.mark.parametrize("ddl", [
     "ALTER TABLE customer RENAME COLUMN email TO mail",
     "ALTER TABLE customer DROP COLUMN email",
