@@ -122,8 +122,8 @@ def oltp(url: str, seconds: int, slices: int = 4) -> bool:
         bindir = sandbox.find_bindir()
         plain = streamed = 0.0
         for _ in range(slices):
-            plain += pgbench_tps(url, bindir, "oltp_plain", seconds // slices, Path(workdir)) / slices
-            streamed += pgbench_tps(url, bindir, "oltp_streamed", seconds // slices, Path(workdir)) / slices
+            plain += pgbench_tps(url, bindir, "oltp_plain", max(1, seconds // slices), Path(workdir)) / slices
+            streamed += pgbench_tps(url, bindir, "oltp_streamed", max(1, seconds // slices), Path(workdir)) / slices
     print(f"OLTP single-row inserts, 2 connections, {seconds} s each in {slices} alternating slices:"
           f" unstreamed {plain:.0f} tps, streamed {streamed:.0f} tps")
     return report("  streamed / unstreamed tps", streamed / plain, "x", ">= 0.85x", streamed / plain >= 0.85)

@@ -3,8 +3,7 @@
 -- Inside a generated statement a rule is written out, not called per row
 -- where that matters: veil.token(v, p) becomes the HMAC expression itself,
 -- with the current key and its token prefix read once per statement (joined
--- as veil_key). Every
--- other rule is its expression as PostgreSQL deparsed it.
+-- as veil_key). Every other rule is its expression as PostgreSQL deparsed it.
 
 -- The top-level arguments of "f(a, b, ...)" as deparsed by PostgreSQL.
 CREATE FUNCTION veil_private.split_arguments(call text)
