@@ -34,7 +34,8 @@ DROP FUNCTION veil.masking_problems(), veil.refresh_masking(text),
     veil_private.build_mask_views(text), veil_private.detach_mask_views(), veil_private.masked_source_schemas(text),
     veil_private.mask_view_query(text, oid), veil_private.mask_column(text, oid, smallint),
     veil_private.inline_partial_email(text), veil_private.inline_partial(text, text, text, text),
-    veil_private.calls_volatile(text), veil_private.toolkit_owner(), veil_private.mask_schema_name(text, oid);
+    veil_private.calls_volatile(text), veil_private.toolkit_owner(), veil_private.mask_schema_name(text, oid),
+    veil_private.start_building_masks(), veil_private.finish_building_masks(text), veil_private.building_masks();
 DROP VIEW veil.masked_roles, veil.mask_views;
 DROP TABLE veil_private.dictionary_items, veil_private.withheld_privileges, veil_private.masked_roles, veil_private.mask_views,
     veil_private.mask_schemas;

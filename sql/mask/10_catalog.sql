@@ -73,6 +73,35 @@ AS $$
     SELECT n.nspowner::regrole::name FROM pg_catalog.pg_namespace n WHERE n.nspname = 'veil_private'
 $$;
 
+-- While pgveil builds mask views or (un)masks roles, its own DDL, GRANTs and
+-- ALTER ROLEs must not re-enter through its event triggers: the work runs
+-- with the transaction-local flag pgveil.building_masks on. Starting returns
+-- the flag as it was, for finishing to put back (the work may be nested).
+CREATE FUNCTION veil_private.start_building_masks()
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog
+AS $$
+DECLARE
+    previous text := coalesce(pg_catalog.current_setting('pgveil.building_masks', true), '');
+BEGIN
+    PERFORM pg_catalog.set_config('pgveil.building_masks', 'on', true);
+    RETURN previous;
+END
+$$;
+
+CREATE FUNCTION veil_private.finish_building_masks(previous text)
+RETURNS void
+LANGUAGE sql VOLATILE STRICT
+SET search_path = pg_catalog
+AS $$ SELECT pg_catalog.set_config('pgveil.building_masks', previous, true) $$;
+
+CREATE FUNCTION veil_private.building_masks()
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog
+AS $$ SELECT coalesce(pg_catalog.current_setting('pgveil.building_masks', true), '') = 'on' $$;
+
 CREATE VIEW veil.masked_roles AS
     SELECT ro.rolname AS role_name, m.policy, m.previous_search_path,
            (SELECT pg_catalog.count(*) FROM veil_private.withheld_privileges w
@@ -85,4 +114,5 @@ CREATE VIEW veil.mask_views AS
             WHERE r.policy = v.policy AND r.relid = v.source) AS rules
     FROM veil_private.mask_views v;
 REVOKE ALL ON veil.masked_roles, veil.mask_views FROM PUBLIC;
-REVOKE ALL ON FUNCTION veil_private.mask_schema_name(text, oid), veil_private.toolkit_owner() FROM PUBLIC;
+REVOKE ALL ON FUNCTION veil_private.mask_schema_name(text, oid), veil_private.toolkit_owner(),
+    veil_private.start_building_masks(), veil_private.finish_building_masks(text), veil_private.building_masks() FROM PUBLIC;

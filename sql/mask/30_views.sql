@@ -207,14 +207,12 @@ SET search_path = pg_catalog
 AS $$
 DECLARE
     built integer;
-    was_building text := coalesce(pg_catalog.current_setting('pgveil.building_masks', true), '');
+    was_building text := veil_private.start_building_masks();
 BEGIN
-    -- pgveil's own GRANTs and ALTERs must not re-enter through its event triggers.
-    PERFORM pg_catalog.set_config('pgveil.building_masks', 'on', true);
     built := veil_private.build_mask_views(policy);
     PERFORM veil_private.apply_masked_role(m.roleid)
     FROM veil_private.masked_roles m WHERE m.policy = refresh_views_policy.policy;
-    PERFORM pg_catalog.set_config('pgveil.building_masks', was_building, true);
+    PERFORM veil_private.finish_building_masks(was_building);
     RETURN built;
 END
 $$;

@@ -265,16 +265,16 @@ SET search_path = pg_catalog
 AS $$
 DECLARE
     other text := (SELECT m.policy FROM veil_private.masked_roles m WHERE m.roleid = mask_role.roleid);
-    was_building text := coalesce(pg_catalog.current_setting('pgveil.building_masks', true), '');
+    was_building text;
 BEGIN
     IF other IS NOT NULL THEN
         RAISE EXCEPTION 'pgveil: role % is masked by policy % already; a role reads one policy''s views', roleid::regrole, other;
     END IF;
     INSERT INTO veil_private.masked_roles (roleid, policy, previous_search_path)
     VALUES (roleid, policy, veil_private.role_setting(roleid, veil_private.this_database(), 'search_path'));
-    PERFORM pg_catalog.set_config('pgveil.building_masks', 'on', true);
+    was_building := veil_private.start_building_masks();
     PERFORM veil_private.apply_masked_role(roleid);
-    PERFORM pg_catalog.set_config('pgveil.building_masks', was_building, true);
+    PERFORM veil_private.finish_building_masks(was_building);
 END
 $$;
 
@@ -289,14 +289,14 @@ DECLARE
     m veil_private.masked_roles;
     role_name name := (SELECT ro.rolname FROM pg_catalog.pg_roles ro WHERE ro.oid = roleid);
     w record;
-    was_building text := coalesce(pg_catalog.current_setting('pgveil.building_masks', true), '');
+    was_building text;
 BEGIN
     SELECT * INTO m FROM veil_private.masked_roles x WHERE x.roleid = unmask_role.roleid;
     IF NOT FOUND THEN
         RETURN;
     END IF;
     IF role_name IS NOT NULL THEN
-        PERFORM pg_catalog.set_config('pgveil.building_masks', 'on', true);
+        was_building := veil_private.start_building_masks();
         PERFORM veil_private.set_mask_access(role_name, m.policy, false);
         FOR w IN
             SELECT x.*, a.attname FROM veil_private.withheld_privileges x
@@ -309,7 +309,7 @@ BEGIN
                 w.relid::regclass, role_name, CASE WHEN w.grantable THEN ' WITH GRANT OPTION' ELSE '' END);
         END LOOP;
         PERFORM veil_private.set_role_search_path(roleid, veil_private.search_path_entries(m.previous_search_path));
-        PERFORM pg_catalog.set_config('pgveil.building_masks', was_building, true);
+        PERFORM veil_private.finish_building_masks(was_building);
     END IF;
     DELETE FROM veil_private.masked_roles x WHERE x.roleid = unmask_role.roleid;
 END

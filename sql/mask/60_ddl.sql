@@ -16,11 +16,13 @@ RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog
 AS $$
+DECLARE
+    was_building text;
 BEGIN
-    IF coalesce(pg_catalog.current_setting('pgveil.building_masks', true), '') <> 'on' THEN
-        PERFORM pg_catalog.set_config('pgveil.building_masks', 'on', true);
+    IF NOT veil_private.building_masks() THEN
+        was_building := veil_private.start_building_masks();
         PERFORM veil_private.detach_mask_views();
-        PERFORM pg_catalog.set_config('pgveil.building_masks', '', true);
+        PERFORM veil_private.finish_building_masks(was_building);
     END IF;
 END
 $$;
@@ -33,7 +35,7 @@ AS $$
 DECLARE
     policy text;
 BEGIN
-    IF coalesce(pg_catalog.current_setting('pgveil.building_masks', true), '') = 'on' THEN
+    IF veil_private.building_masks() THEN
         RETURN;
     END IF;
     -- A new table matters only in a masked schema (temporary tables never).
