@@ -1,8 +1,9 @@
-"""Follow the sanitized copies: LISTEN for changes, fetch the changed rows by key.
+"""Follow the sanitized copies: follow the change feed, fetch the changed rows by key.
 
-Every streamed statement sends one notification on channel veil_changes with
-the copy's name, the operation and up to 100 keys (tokens or NOT MASKED
-values, never a raw value). The follower fetches upserted rows by those keys
+``veil.follow_changes()`` makes the session a follower and LISTENs. While
+some session follows, every streamed statement sends one notification on
+channel veil_changes with the copy's name, the operation and up to 100 keys
+(tokens or NOT MASKED values, never a raw value). The follower fetches upserted rows by those keys
 (primary-key lookups), and catches up by the copy's change timestamp when a
 notification carries no keys (a statement of more than 100 rows) and after a
 reconnect. Notifications are only delivered while listening, so after a
@@ -144,8 +145,10 @@ class Follower:
     def _session(self, conn: psycopg.Connection, catch_up: bool) -> None:
         self.on_boundary(boundary.check(conn))
         known = copies(conn)
-        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
-        # Listening first, then reading where to start: nothing falls between.
+        # Its own transaction (autocommit): it returns once the writes that
+        # may not have been announced are committed, and LISTEN is in effect.
+        conn.execute("SELECT veil.follow_changes()")
+        # Following first, then reading where to start: nothing falls between.
         now = conn.execute("SELECT pg_catalog.now()").fetchone()[0]
         for copy in known.values():
             self.watermarks.setdefault(copy.name, now)

@@ -66,7 +66,7 @@ def test_no_key_and_no_raw_value_in_settings_or_statistics(demo, consumer):
 
 def test_notifications_carry_no_raw_values(demo, consumer):
     with consumer.connect(autocommit=True) as conn:
-        conn.execute("LISTEN veil_changes")
+        conn.execute("SELECT veil.follow_changes()")
         demo.execute("INSERT INTO customer (store_id, first_name, last_name, email, address_id)"
                      " VALUES (1, 'Rawfirst', 'Rawlast', 'raw@example.com', 1)")
         demo.execute("UPDATE customer SET email = 'raw2@example.com' WHERE first_name = 'Rawfirst'")

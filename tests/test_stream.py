@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 import threading
 import time
@@ -284,39 +283,6 @@ def test_rekey_under_concurrent_writes_leaves_no_old_token(demo):
     assert demo.scalar("SELECT count(*) FROM sanitized.payment WHERE veil.token_key_version(customer_id) <> 2") == 0
     assert demo.scalar("SELECT veil.token('1', 'customer')") != old
     assert_copies_equal_transform(demo)
-
-
-def test_one_notification_per_statement_with_keys_only_for_small_statements(demo):
-    with psycopg.connect(demo.url, autocommit=True) as conn:
-        conn.execute("LISTEN veil_changes")
-        seed(demo, customers=300, payments=0)
-        demo.execute("UPDATE customer SET email = 'changed@example.com' WHERE customer_id <= 3")
-        demo.execute("DELETE FROM customer WHERE customer_id BETWEEN 101 AND 200")
-        demo.execute("DELETE FROM customer WHERE customer_id > 200")
-        notes = list(conn.notifies(timeout=2))
-    assert {n.channel for n in notes} == {"veil_changes"}
-    for note in notes:
-        assert "example.com" not in note.payload and "first" not in note.payload
-    # address insert is not streamed: one per customer statement.
-    payloads = [json.loads(n.payload) for n in notes]
-    assert [(p["table"], p["op"], p["rows"]) for p in payloads] == [
-        ("customer", "upsert", 300), ("customer", "upsert", 3), ("customer", "delete", 100), ("customer", "delete", 100)]
-    # Keys travel with statements of at most 100 rows; bigger ones send none
-    # (never the first 100 of them, which a consumer would take for all).
-    tokens = {demo.scalar("SELECT veil.token(%s::text, 'customer')", (i,)) for i in range(1, 4)}
-    assert payloads[0]["keys"] is None
-    assert {k["customer_id"] for k in payloads[1]["keys"]} == tokens
-    assert len(payloads[2]["keys"]) == len(payloads[3]["keys"]) == 100
-
-
-def test_101_rows_send_no_keys(demo):
-    seed(demo, customers=101, payments=0)
-    with psycopg.connect(demo.url, autocommit=True) as conn:
-        conn.execute("LISTEN veil_changes")
-        demo.execute("UPDATE customer SET active = 0")
-        demo.execute("DELETE FROM customer")
-        payloads = [json.loads(n.payload) for n in conn.notifies(timeout=1)]
-    assert [(p["op"], p["rows"], p["keys"]) for p in payloads] == [("upsert", 101, None), ("delete", 101, None)]
 
 
 @pytest.mark.parametrize("out_of_step", [

@@ -155,10 +155,16 @@ DECLARE
     removed bigint := 0;
     written bigint := 0;
     keys json;
+    -- Whether a session follows the change feed (see 35_change_feed.sql).
+    followed boolean := NOT (CASE WHEN pg_catalog.pg_try_advisory_lock(%12$s)
+                                  THEN pg_catalog.pg_advisory_unlock(%12$s) ELSE false END)
+                        OR pg_catalog.current_setting('pgveil.follows_changes', true) IS NOT DISTINCT FROM 'on';
 BEGIN
     IF TG_OP = 'TRUNCATE' THEN
         TRUNCATE %3$s;
-        PERFORM veil_private.notify_change(%4$L, 'truncate', 0, NULL);
+        IF followed THEN
+            PERFORM veil_private.notify_change(%4$L, 'truncate', 0, NULL);
+        END IF;
         RETURN NULL;
     END IF;
     IF TG_OP = 'DELETE' THEN
@@ -175,7 +181,7 @@ BEGIN
         SELECT count(*), (SELECT json_agg(r) FROM (SELECT * FROM removed LIMIT 101) r)
         INTO removed, keys FROM removed;
     END IF;
-    IF removed > 0 THEN
+    IF removed > 0 AND followed THEN
         PERFORM veil_private.notify_change(%4$L, 'delete', removed, keys);
     END IF;
     IF TG_OP = 'INSERT' THEN
@@ -195,7 +201,7 @@ BEGIN
         %10$s;
         GET DIAGNOSTICS written = ROW_COUNT;
     END IF;
-    IF written > 0 THEN
+    IF written > 0 AND followed THEN
         -- Keys travel only with small statements (see notify_change).
         keys := NULL;
         IF written <= 100 THEN
@@ -210,32 +216,10 @@ $fn$,
         fn_name, s.source::regclass, target_name, veil_private.copy_name(s.source),
         key_exprs, veil_private.key_join(), key_match, key_returning,
         veil_private.copy_write(s.source, 'new_rows', false),
-        veil_private.copy_write(s.source, 'new_rows', true), raw_key_match);
+        veil_private.copy_write(s.source, 'new_rows', true), raw_key_match, veil_private.change_feed_lock());
     EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION veil_private.%I() FROM PUBLIC', fn_name);
     UPDATE veil_private.streams SET trigger_fn = pg_catalog.format('veil_private.%I()', fn_name)::regprocedure
     WHERE streams.source = s.source;
-END
-$$;
-
--- One notification per streamed statement on channel veil_changes, carrying
--- only the copy's name and, for statements of at most 100 rows, their copy
--- keys (tokens or NOT MASKED key values): never a raw value. Consumers re-read
--- the rows from sanitized.*, by key, or by scanning when no keys came.
-CREATE FUNCTION veil_private.notify_change(copy_table name, operation text, rows bigint, keys json)
-RETURNS void
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog
-AS $$
-DECLARE
-    payload text := pg_catalog.json_build_object(
-        'table', copy_table, 'op', operation, 'rows', rows, 'keys', CASE WHEN rows <= 100 THEN keys END)::text;
-BEGIN
-    -- NOTIFY payloads are limited to 8000 bytes: past that, send no keys.
-    IF pg_catalog.octet_length(payload) > 7900 THEN
-        payload := pg_catalog.json_build_object(
-            'table', copy_table, 'op', operation, 'rows', rows, 'keys', NULL)::text;
-    END IF;
-    PERFORM pg_catalog.pg_notify('veil_changes', payload);
 END
 $$;
 
@@ -364,6 +348,5 @@ CREATE TRIGGER rebuild_streams_on_delete AFTER DELETE ON veil_private.column_rul
 REVOKE ALL ON FUNCTION veil_private.copy_name(oid), veil_private.copy_columns(oid, text),
     veil_private.copy_write(oid, text, boolean),
     veil_private.key_join(), veil_private.build_stream(oid),
-    veil_private.notify_change(name, text, bigint, json),
     veil.stream(regclass, text), veil.unstream(regclass),
     veil_private.rebuild_streams_after_rule_change() FROM PUBLIC;

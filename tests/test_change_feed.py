@@ -1,0 +1,151 @@
+"""The change feed: notifications on veil_changes while some session follows, and only then."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import psycopg
+import pytest
+
+from tests.test_stream import seed
+
+INSERT_ONE = ("INSERT INTO customer (store_id, first_name, last_name, email, address_id)"
+              " VALUES (1, 'Feed', 'Writer', 'feed@example.com', 1)")
+
+
+def listener(db) -> psycopg.Connection:
+    """A session that LISTENs without following: it hears only what followers make writers send."""
+    conn = psycopg.connect(db.url, autocommit=True)
+    conn.execute("LISTEN veil_changes")
+    return conn
+
+
+def heard(conn: psycopg.Connection, timeout: float = 0.5) -> list[dict]:
+    return [json.loads(n.payload) for n in conn.notifies(timeout=timeout)]
+
+
+def feed_locks(db) -> int:
+    return db.scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                     " AND classid = x'70677665'::int::oid AND objid = 1")
+
+
+def test_one_notification_per_statement_with_keys_only_for_small_statements(demo):
+    with psycopg.connect(demo.url, autocommit=True) as conn:
+        conn.execute("SELECT veil.follow_changes()")
+        seed(demo, customers=300, payments=0)
+        demo.execute("UPDATE customer SET email = 'changed@example.com' WHERE customer_id <= 3")
+        demo.execute("DELETE FROM customer WHERE customer_id BETWEEN 101 AND 200")
+        demo.execute("DELETE FROM customer WHERE customer_id > 200")
+        notes = list(conn.notifies(timeout=2))
+    assert {n.channel for n in notes} == {"veil_changes"}
+    for note in notes:
+        assert "example.com" not in note.payload and "first" not in note.payload
+    # address insert is not streamed: one per customer statement.
+    payloads = [json.loads(n.payload) for n in notes]
+    assert [(p["table"], p["op"], p["rows"]) for p in payloads] == [
+        ("customer", "upsert", 300), ("customer", "upsert", 3), ("customer", "delete", 100), ("customer", "delete", 100)]
+    # Keys travel with statements of at most 100 rows; bigger ones send none
+    # (never the first 100 of them, which a consumer would take for all).
+    tokens = {demo.scalar("SELECT veil.token(%s::text, 'customer')", (i,)) for i in range(1, 4)}
+    assert payloads[0]["keys"] is None
+    assert {k["customer_id"] for k in payloads[1]["keys"]} == tokens
+    assert len(payloads[2]["keys"]) == len(payloads[3]["keys"]) == 100
+
+
+def test_101_rows_send_no_keys(demo):
+    seed(demo, customers=101, payments=0)
+    with psycopg.connect(demo.url, autocommit=True) as conn:
+        conn.execute("SELECT veil.follow_changes()")
+        demo.execute("UPDATE customer SET active = 0")
+        demo.execute("DELETE FROM customer")
+        payloads = heard(conn, timeout=1)
+    assert [(p["op"], p["rows"], p["keys"]) for p in payloads] == [("upsert", 101, None), ("delete", 101, None)]
+
+
+def test_writers_notify_only_while_a_session_follows(demo):
+    seed(demo, customers=3, payments=0)
+    with listener(demo) as plain:
+        demo.execute(INSERT_ONE)
+        demo.execute("TRUNCATE customer CASCADE")
+        assert heard(plain) == []
+        with psycopg.connect(demo.url, autocommit=True) as follower:
+            follower.execute("SELECT veil.follow_changes()")
+            demo.execute(INSERT_ONE)
+            demo.execute("DELETE FROM customer")
+            demo.execute("TRUNCATE customer CASCADE")
+            assert [(p["table"], p["op"]) for p in heard(plain)] == [
+                ("customer", "upsert"), ("customer", "delete"), ("customer", "truncate"), ("payment", "truncate")]
+        # The server let go of the follower's lock with its session.
+        demo.execute(INSERT_ONE)
+        assert heard(plain) == []
+    assert feed_locks(demo) == 0
+
+
+def test_a_session_that_follows_hears_its_own_writes(demo):
+    seed(demo, customers=1, payments=0)
+    with psycopg.connect(demo.url, autocommit=True) as conn:
+        conn.execute("SELECT veil.follow_changes()")
+        conn.execute(INSERT_ONE)
+        assert [(p["op"], p["rows"]) for p in heard(conn)] == [("upsert", 1)]
+
+
+def test_follow_waits_for_writes_that_did_not_notify(demo):
+    """A write that found nobody following is committed before follow_changes returns, so the follower reads it."""
+    seed(demo, customers=1, payments=0)
+    with psycopg.connect(demo.url) as writer, psycopg.connect(demo.url, autocommit=True) as follower:
+        writer.execute(INSERT_ONE)  # its trigger has run, unannounced; still uncommitted
+        followed = threading.Event()
+        thread = threading.Thread(target=lambda: (follower.execute("SELECT veil.follow_changes()"), followed.set()))
+        thread.start()
+        assert not followed.wait(1.0), "follow_changes returned while an unannounced write was in flight"
+        writer.commit()
+        assert followed.wait(5.0)
+        thread.join()
+        assert follower.execute("SELECT count(*) FROM public.customer WHERE email = 'feed@example.com'").fetchone()[0] == 1
+        # Writes from now on are announced.
+        demo.execute(INSERT_ONE)
+        assert [p["op"] for p in heard(follower)] == ["upsert"]
+
+
+def test_follow_gives_up_with_a_clear_error_and_lets_go_of_the_lock(demo):
+    seed(demo, customers=1, payments=0)
+    with psycopg.connect(demo.url) as writer, psycopg.connect(demo.url, autocommit=True) as follower:
+        writer.execute(INSERT_ONE)
+        with pytest.raises(psycopg.errors.RaiseException,
+                           match=r"a writing transaction begun before veil.follow_changes\(\) \(xid \d+\) still runs"):
+            follower.execute("SELECT veil.follow_changes('0.3 s')")
+        writer.commit()
+        assert feed_locks(demo) == 0
+        assert follower.execute("SELECT pg_listening_channels()").fetchall() == []
+        # Nobody follows: writers do not notify.
+        with listener(demo) as plain:
+            demo.execute(INSERT_ONE)
+            assert heard(plain) == []
+
+
+@pytest.mark.parametrize(("before", "error"), [
+    ("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ", "needs READ COMMITTED, not REPEATABLE READ"),
+    # Its wait counts on an xid newer than every unannounced write's.
+    (INSERT_ONE, "must run in a transaction that has not written"),
+])
+def test_follow_runs_in_a_read_committed_transaction_of_its_own(demo, before, error):
+    seed(demo, customers=1, payments=0)
+    with psycopg.connect(demo.url) as conn:
+        conn.execute(before)
+        with pytest.raises(psycopg.errors.RaiseException, match=error):
+            conn.execute("SELECT veil.follow_changes()")
+    assert feed_locks(demo) == 0
+
+
+def test_follow_is_idempotent_and_unfollow_stops_the_feed(demo):
+    seed(demo, customers=1, payments=0)
+    with psycopg.connect(demo.url, autocommit=True) as follower, listener(demo) as plain:
+        follower.execute("SELECT veil.follow_changes()")
+        follower.execute("SELECT veil.follow_changes()")
+        assert feed_locks(demo) == 1
+        follower.execute("SELECT veil.unfollow_changes()")
+        assert feed_locks(demo) == 0
+        assert follower.execute("SELECT pg_listening_channels()").fetchall() == []
+        demo.execute(INSERT_ONE)
+        assert heard(plain) == []
