@@ -45,6 +45,6 @@ $install$;
 CREATE FUNCTION veil.version()
 RETURNS text
 LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$ SELECT toolkit_version FROM veil_private.installation $$;
 COMMENT ON FUNCTION veil.version() IS 'Version of the installed pgveil toolkit.';

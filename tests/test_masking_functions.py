@@ -91,9 +91,10 @@ def test_every_veil_function_has_a_fixed_search_path(demo):
     assert len(rows) >= len(DECLARED)
     unfixed = [
         name for name, config, kind, body in rows
-        if not any(c.startswith("search_path=") for c in config or [])
+        # pg_temp last: left out, it would be searched first for types.
+        if "search_path=pg_catalog, pg_temp" not in (config or [])
         # A procedure that commits may not carry SET: it must fix its path itself.
-        and not (kind == "p" and "set_config('search_path', 'pg_catalog', true)" in body)
+        and not (kind == "p" and "set_config('search_path', 'pg_catalog, pg_temp', true)" in body)
     ]
     assert unfixed == []
 
@@ -108,7 +109,7 @@ def test_volatility_parallel_safety_and_strictness_are_as_declared(toolkit):
     found = {name: (vol, par, strict) for name, vol, par, strict, *_ in rows}
     assert found == DECLARED
     for name, _, _, _, config, secdef, comment in rows:
-        assert config == ["search_path=pg_catalog"], name
+        assert config == ["search_path=pg_catalog, pg_temp"], name
         assert not secdef, name  # invokers' rights: these use no secret
         assert comment, name
 

@@ -23,7 +23,7 @@ REVOKE ALL ON veil.key_versions FROM PUBLIC;
 CREATE FUNCTION veil.rotate_key()
 RETURNS integer
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     new_version integer;
@@ -43,7 +43,7 @@ COMMENT ON FUNCTION veil.rotate_key() IS
 CREATE FUNCTION veil.retire_key(key_version integer)
 RETURNS void
 LANGUAGE plpgsql VOLATILE STRICT
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     LOCK TABLE veil_private.keys IN SHARE ROW EXCLUSIVE MODE;
@@ -63,7 +63,7 @@ COMMENT ON FUNCTION veil.retire_key(integer) IS
 CREATE FUNCTION veil.unrotate_key()
 RETURNS integer
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     newest integer;

@@ -15,7 +15,7 @@
 CREATE FUNCTION veil_private.hmac_token(value text, purpose text, key_version integer, key bytea)
 RETURNS text
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     RETURN 'v' || key_version || ':' || pg_catalog.split_part(pg_catalog.encode(
@@ -29,7 +29,7 @@ REVOKE ALL ON FUNCTION veil_private.hmac_token(text, text, integer, bytea) FROM 
 CREATE FUNCTION veil.token(value text, purpose text DEFAULT '')
 RETURNS text
 LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE SECURITY DEFINER
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     k record;
@@ -45,7 +45,7 @@ REVOKE ALL ON FUNCTION veil.token(text, text) FROM PUBLIC;
 CREATE FUNCTION veil.token_key_version(token text)
 RETURNS integer
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF token !~ '^v[0-9]+:[A-Za-z0-9+/]{43}$' THEN

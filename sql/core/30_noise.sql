@@ -6,7 +6,7 @@
 CREATE FUNCTION veil.noise(original_value anyelement, ratio double precision)
 RETURNS anyelement
 LANGUAGE plpgsql VOLATILE STRICT PARALLEL RESTRICTED
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     -- Checked up front: otherwise a text column fails with "operator does not
@@ -34,7 +34,7 @@ COMMENT ON FUNCTION veil.noise(anyelement, double precision) IS
 CREATE FUNCTION veil.dnoise(original_value anyelement, noise_range interval)
 RETURNS anyelement
 LANGUAGE plpgsql VOLATILE STRICT PARALLEL RESTRICTED
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF pg_catalog.pg_typeof(original_value) = 'pg_catalog.date'::pg_catalog.regtype THEN

@@ -7,7 +7,7 @@
 CREATE FUNCTION veil.partial(ov text, prefix integer, padding text, suffix integer)
 RETURNS text
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     -- substr() rather than left()/right(): a negative count must be an error,
@@ -23,7 +23,7 @@ COMMENT ON FUNCTION veil.partial(text, integer, text, integer) IS
 CREATE FUNCTION veil.partial_email(ov text)
 RETURNS text
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     -- Positions of the last '@' and the last '.', counted from the end.

@@ -7,7 +7,7 @@
 CREATE FUNCTION veil.random_string(l integer)
 RETURNS text
 LANGUAGE plpgsql VOLATILE STRICT PARALLEL RESTRICTED
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     result text := '';
@@ -27,7 +27,7 @@ COMMENT ON FUNCTION veil.random_string(integer) IS
 CREATE FUNCTION veil.random_int_between(int_start integer, int_stop integer)
 RETURNS integer
 LANGUAGE plpgsql VOLATILE STRICT PARALLEL RESTRICTED
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     -- In bigint so that the span of the full integer range does not overflow;
@@ -44,7 +44,7 @@ COMMENT ON FUNCTION veil.random_int_between(integer, integer) IS
 CREATE FUNCTION veil.random_bigint_between(int_start bigint, int_stop bigint)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE STRICT PARALLEL RESTRICTED
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     -- In numeric: the span of a bigint range need not fit in a bigint. The
@@ -63,7 +63,7 @@ COMMENT ON FUNCTION veil.random_bigint_between(bigint, bigint) IS
 CREATE FUNCTION veil.random_date_between(date_start timestamptz, date_end timestamptz)
 RETURNS timestamptz
 LANGUAGE plpgsql VOLATILE STRICT PARALLEL RESTRICTED
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     -- Added as seconds: date_end - date_start counts whole days, and adding
@@ -80,7 +80,7 @@ COMMENT ON FUNCTION veil.random_date_between(timestamptz, timestamptz) IS
 CREATE FUNCTION veil.random_date()
 RETURNS timestamptz
 LANGUAGE plpgsql VOLATILE PARALLEL RESTRICTED
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     RETURN veil.random_date_between('1900-01-01 00:00:00+00', pg_catalog.now());
@@ -92,7 +92,7 @@ COMMENT ON FUNCTION veil.random_date() IS
 CREATE FUNCTION veil.random_zip()
 RETURNS text
 LANGUAGE plpgsql VOLATILE PARALLEL RESTRICTED
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     RETURN pg_catalog.lpad((pg_catalog.floor(pg_catalog.random() * 100000))::pg_catalog.int4::pg_catalog.text, 5, '0');
@@ -104,7 +104,7 @@ COMMENT ON FUNCTION veil.random_zip() IS
 CREATE FUNCTION veil.random_phone(phone_prefix text DEFAULT '0')
 RETURNS text
 LANGUAGE plpgsql VOLATILE STRICT PARALLEL RESTRICTED
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     RETURN phone_prefix
@@ -117,7 +117,7 @@ COMMENT ON FUNCTION veil.random_phone(text) IS
 CREATE FUNCTION veil.random_in(a anyarray)
 RETURNS anyelement
 LANGUAGE plpgsql VOLATILE STRICT PARALLEL RESTRICTED
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     -- From the array's own lower bound: '[0:2]={a,b,c}' is an array too.
@@ -132,7 +132,7 @@ COMMENT ON FUNCTION veil.random_in(anyarray) IS
 CREATE FUNCTION veil.random_hash(seed text, algorithm text)
 RETURNS text
 LANGUAGE plpgsql VOLATILE STRICT PARALLEL RESTRICTED
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     -- anon's construction: the seed hashed with a random 6-character salt.
@@ -145,7 +145,7 @@ COMMENT ON FUNCTION veil.random_hash(text, text) IS
 CREATE FUNCTION veil.hex_to_int(hexval text)
 RETURNS integer
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     -- anon casts x'<hexval>' to integer: the bits as a 32-bit two's

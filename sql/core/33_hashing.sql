@@ -5,7 +5,7 @@
 CREATE FUNCTION veil.digest(seed text, salt text, algorithm text)
 RETURNS text
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     -- pgcrypto would also take sha1 and whatever else OpenSSL offers; the

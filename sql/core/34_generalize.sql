@@ -8,7 +8,7 @@
 CREATE FUNCTION veil.generalize_int4range(val integer, step integer DEFAULT 10)
 RETURNS int4range
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF step <= 0 THEN
@@ -33,7 +33,7 @@ COMMENT ON FUNCTION veil.generalize_int4range(integer, integer) IS
 CREATE FUNCTION veil.generalize_int8range(val bigint, step bigint DEFAULT 10)
 RETURNS int8range
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF step <= 0 THEN
@@ -54,7 +54,7 @@ COMMENT ON FUNCTION veil.generalize_int8range(bigint, bigint) IS
 CREATE FUNCTION veil.generalize_numrange(val numeric, step integer DEFAULT 10)
 RETURNS numrange
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF step <= 0 THEN
@@ -85,7 +85,7 @@ COMMENT ON FUNCTION veil.generalize_numrange(numeric, integer) IS
 CREATE FUNCTION veil.generalize_daterange(val date, step text DEFAULT 'decade')
 RETURNS daterange
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     -- Truncated as timestamp (without time zone): a date would otherwise go
@@ -107,7 +107,7 @@ COMMENT ON FUNCTION veil.generalize_daterange(date, text) IS
 CREATE FUNCTION veil.generalize_tsrange(val timestamp, step text DEFAULT 'decade')
 RETURNS tsrange
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     RETURN pg_catalog.tsrange(
@@ -125,7 +125,7 @@ COMMENT ON FUNCTION veil.generalize_tsrange(timestamp, text) IS
 CREATE FUNCTION veil.generalize_tstzrange(val timestamptz, step text DEFAULT 'decade')
 RETURNS tstzrange
 LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     RETURN pg_catalog.tstzrange(

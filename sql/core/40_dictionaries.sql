@@ -21,7 +21,7 @@ GRANT SELECT ON veil.dictionaries, veil.dictionary TO PUBLIC;
 CREATE FUNCTION veil.fake_value(dictionary text)
 RETURNS text
 LANGUAGE plpgsql VOLATILE STRICT PARALLEL RESTRICTED
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     picked text;

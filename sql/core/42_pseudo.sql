@@ -9,7 +9,7 @@
 CREATE FUNCTION veil_private.pseudo_hash(seed text, purpose text)
 RETURNS bytea
 LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     RETURN @pgcrypto@.hmac(pg_catalog.convert_to('pseudo:' || purpose || ':' || seed, 'UTF8'),
@@ -20,7 +20,7 @@ $$;
 CREATE FUNCTION veil_private.pseudo_pick(mac bytea, slice integer, dictionary text)
 RETURNS text
 LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     picked text;
@@ -43,7 +43,7 @@ REVOKE ALL ON FUNCTION veil_private.pseudo_hash(text, text), veil_private.pseudo
 CREATE FUNCTION veil.pseudo_first_name(seed anyelement)
 RETURNS text
 LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE SECURITY DEFINER
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$ BEGIN RETURN veil_private.pseudo_pick(veil_private.pseudo_hash(seed::text, 'first_name'), 0, 'first_name'); END $$;
 COMMENT ON FUNCTION veil.pseudo_first_name(anyelement) IS 'A keyed pseudonymous first name for seed (key holders only).';
 REVOKE ALL ON FUNCTION veil.pseudo_first_name(anyelement) FROM PUBLIC;
@@ -51,7 +51,7 @@ REVOKE ALL ON FUNCTION veil.pseudo_first_name(anyelement) FROM PUBLIC;
 CREATE FUNCTION veil.pseudo_last_name(seed anyelement)
 RETURNS text
 LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE SECURITY DEFINER
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$ BEGIN RETURN veil_private.pseudo_pick(veil_private.pseudo_hash(seed::text, 'last_name'), 0, 'last_name'); END $$;
 COMMENT ON FUNCTION veil.pseudo_last_name(anyelement) IS 'A keyed pseudonymous last name for seed (key holders only).';
 REVOKE ALL ON FUNCTION veil.pseudo_last_name(anyelement) FROM PUBLIC;
@@ -59,7 +59,7 @@ REVOKE ALL ON FUNCTION veil.pseudo_last_name(anyelement) FROM PUBLIC;
 CREATE FUNCTION veil.pseudo_city(seed anyelement)
 RETURNS text
 LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE SECURITY DEFINER
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$ BEGIN RETURN veil_private.pseudo_pick(veil_private.pseudo_hash(seed::text, 'city'), 0, 'city'); END $$;
 COMMENT ON FUNCTION veil.pseudo_city(anyelement) IS 'A keyed pseudonymous city for seed (key holders only).';
 REVOKE ALL ON FUNCTION veil.pseudo_city(anyelement) FROM PUBLIC;
@@ -67,7 +67,7 @@ REVOKE ALL ON FUNCTION veil.pseudo_city(anyelement) FROM PUBLIC;
 CREATE FUNCTION veil.pseudo_country(seed anyelement)
 RETURNS text
 LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE SECURITY DEFINER
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$ BEGIN RETURN veil_private.pseudo_pick(veil_private.pseudo_hash(seed::text, 'country'), 0, 'country'); END $$;
 COMMENT ON FUNCTION veil.pseudo_country(anyelement) IS 'A keyed pseudonymous country for seed (key holders only).';
 REVOKE ALL ON FUNCTION veil.pseudo_country(anyelement) FROM PUBLIC;
@@ -75,7 +75,7 @@ REVOKE ALL ON FUNCTION veil.pseudo_country(anyelement) FROM PUBLIC;
 CREATE FUNCTION veil.pseudo_company(seed anyelement)
 RETURNS text
 LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE SECURITY DEFINER
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$ BEGIN RETURN veil_private.pseudo_pick(veil_private.pseudo_hash(seed::text, 'company'), 0, 'company'); END $$;
 COMMENT ON FUNCTION veil.pseudo_company(anyelement) IS 'A keyed pseudonymous company name for seed (key holders only).';
 REVOKE ALL ON FUNCTION veil.pseudo_company(anyelement) FROM PUBLIC;
@@ -83,7 +83,7 @@ REVOKE ALL ON FUNCTION veil.pseudo_company(anyelement) FROM PUBLIC;
 CREATE FUNCTION veil.pseudo_iban(seed anyelement)
 RETURNS text
 LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE SECURITY DEFINER
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$ BEGIN RETURN veil_private.pseudo_pick(veil_private.pseudo_hash(seed::text, 'iban'), 0, 'iban'); END $$;
 COMMENT ON FUNCTION veil.pseudo_iban(anyelement) IS 'A keyed pseudonymous IBAN for seed (key holders only).';
 REVOKE ALL ON FUNCTION veil.pseudo_iban(anyelement) FROM PUBLIC;
@@ -91,7 +91,7 @@ REVOKE ALL ON FUNCTION veil.pseudo_iban(anyelement) FROM PUBLIC;
 CREATE FUNCTION veil.pseudo_address(seed anyelement)
 RETURNS text
 LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE SECURITY DEFINER
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$ BEGIN RETURN veil_private.pseudo_pick(veil_private.pseudo_hash(seed::text, 'address'), 0, 'address'); END $$;
 COMMENT ON FUNCTION veil.pseudo_address(anyelement) IS 'A keyed pseudonymous postal address for seed (key holders only).';
 REVOKE ALL ON FUNCTION veil.pseudo_address(anyelement) FROM PUBLIC;
@@ -99,7 +99,7 @@ REVOKE ALL ON FUNCTION veil.pseudo_address(anyelement) FROM PUBLIC;
 CREATE FUNCTION veil.pseudo_phone(seed anyelement)
 RETURNS text
 LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE SECURITY DEFINER
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$ BEGIN RETURN veil_private.pseudo_pick(veil_private.pseudo_hash(seed::text, 'phone'), 0, 'phone'); END $$;
 COMMENT ON FUNCTION veil.pseudo_phone(anyelement) IS 'A keyed pseudonymous phone number for seed (key holders only).';
 REVOKE ALL ON FUNCTION veil.pseudo_phone(anyelement) FROM PUBLIC;
@@ -107,7 +107,7 @@ REVOKE ALL ON FUNCTION veil.pseudo_phone(anyelement) FROM PUBLIC;
 CREATE FUNCTION veil.pseudo_email(seed anyelement)
 RETURNS text
 LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE SECURITY DEFINER
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     mac bytea := veil_private.pseudo_hash(seed::text, 'email');

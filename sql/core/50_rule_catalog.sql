@@ -61,7 +61,7 @@ REVOKE ALL ON veil_private.policies, veil_private.column_rules, veil_private.rol
 CREATE FUNCTION veil_private.render_expression(expression text, relid oid, row_alias text DEFAULT NULL)
 RETURNS text
 LANGUAGE plpgsql STABLE PARALLEL SAFE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     col record;
@@ -106,7 +106,7 @@ REVOKE ALL ON veil.policies, veil.rules FROM PUBLIC;
 CREATE FUNCTION veil.require_governor()
 RETURNS void
 LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     owner_name name := (SELECT nspowner::regrole::name FROM pg_catalog.pg_namespace
@@ -123,7 +123,7 @@ $$;
 CREATE FUNCTION veil.create_policy(name text, delivery text DEFAULT 'views')
 RETURNS void
 LANGUAGE plpgsql VOLATILE STRICT
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM veil.require_governor();
@@ -150,7 +150,7 @@ CREATE FUNCTION veil.alter_policy(
     security_barrier boolean DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     p veil_private.policies;

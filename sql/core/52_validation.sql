@@ -11,7 +11,7 @@
 CREATE FUNCTION veil_private.is_masking_function(fn oid)
 RETURNS boolean
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT p.pronamespace = 'veil'::regnamespace
        AND p.proname ~ '^(noise|dnoise|partial|partial_email|random_[a-z_]+|hex_to_int|digest|fake_[a-z_]+|pseudo_[a-z_]+|generalize_[a-z0-9_]+|token)$'
@@ -22,7 +22,7 @@ $$;
 CREATE FUNCTION veil_private.is_keyed_function(fn oid)
 RETURNS boolean
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT p.pronamespace = 'veil'::regnamespace AND p.proname ~ '^(token|pseudo_[a-z_]+)$'
     FROM pg_catalog.pg_proc p WHERE p.oid = fn
@@ -32,7 +32,7 @@ $$;
 CREATE FUNCTION veil_private.is_allowed_catalog_function(fn oid)
 RETURNS boolean
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT p.pronamespace = 'pg_catalog'::regnamespace
        AND (p.proname = ANY (ARRAY[
@@ -56,7 +56,7 @@ CREATE FUNCTION veil_private.validate_expression(
     policy text, relid oid, attnum smallint, kind text, expression text,
     OUT deparsed text, OUT uses_keyed boolean, OUT expression_type text)
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     col_type text;

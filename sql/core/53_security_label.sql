@@ -6,7 +6,7 @@
 CREATE FUNCTION veil_private.forget_stale_rules()
 RETURNS void
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     -- A rule is stale when its column, or a column its expression reads, is gone.
@@ -27,7 +27,7 @@ $$;
 CREATE FUNCTION veil_private.set_column_rule(policy text, relid oid, attnum smallint, label text)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     parsed text[];
@@ -65,7 +65,7 @@ $$;
 CREATE FUNCTION veil_private.set_role_rule(policy text, roleid oid, label text)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     r pg_catalog.pg_roles;
@@ -93,7 +93,7 @@ $$;
 CREATE FUNCTION veil_private.set_schema_rule(policy text, nspid oid, label text)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF label IS NULL THEN
@@ -112,7 +112,7 @@ $$;
 CREATE FUNCTION veil.security_label(policy text, object_type text, object_name text, label text)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     parts text[];
@@ -175,7 +175,7 @@ COMMENT ON FUNCTION veil.security_label(text, text, text, text) IS
 CREATE FUNCTION veil.current_label(policy text, object_type text, object_name text)
 RETURNS text
 LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     parts text[] := pg_catalog.parse_ident(object_name);

@@ -6,7 +6,7 @@
 CREATE FUNCTION veil.import_anon_labels(policy text DEFAULT 'mask')
 RETURNS TABLE (object_type text, object_name text, anon_label text, imported boolean, detail text)
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     l record;

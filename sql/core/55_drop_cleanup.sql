@@ -5,7 +5,7 @@
 CREATE FUNCTION veil_private.forget_dropped_objects()
 RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     gone record;

@@ -4,7 +4,7 @@
 CREATE FUNCTION public.last_updated()
 RETURNS trigger
 LANGUAGE plpgsql
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     NEW.last_update := pg_catalog.now();

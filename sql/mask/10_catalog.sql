@@ -59,7 +59,7 @@ REVOKE ALL ON veil_private.mask_schemas, veil_private.mask_views, veil_private.m
 CREATE FUNCTION veil_private.mask_schema_name(policy text, source_nspid oid)
 RETURNS text
 LANGUAGE sql STABLE STRICT
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT policy || '_' || n.nspname FROM pg_catalog.pg_namespace n WHERE n.oid = source_nspid
 $$;
@@ -68,7 +68,7 @@ $$;
 CREATE FUNCTION veil_private.toolkit_owner()
 RETURNS name
 LANGUAGE sql STABLE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT n.nspowner::regrole::name FROM pg_catalog.pg_namespace n WHERE n.nspname = 'veil_private'
 $$;
@@ -80,7 +80,7 @@ $$;
 CREATE FUNCTION veil_private.start_building_masks()
 RETURNS text
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     previous text := coalesce(pg_catalog.current_setting('pgveil.building_masks', true), '');
@@ -93,13 +93,13 @@ $$;
 CREATE FUNCTION veil_private.finish_building_masks(previous text)
 RETURNS void
 LANGUAGE sql VOLATILE STRICT
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$ SELECT pg_catalog.set_config('pgveil.building_masks', previous, true) $$;
 
 CREATE FUNCTION veil_private.building_masks()
 RETURNS boolean
 LANGUAGE sql STABLE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$ SELECT coalesce(pg_catalog.current_setting('pgveil.building_masks', true), '') = 'on' $$;
 
 CREATE VIEW veil.masked_roles AS

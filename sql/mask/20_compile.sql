@@ -24,7 +24,7 @@
 CREATE FUNCTION veil_private.calls_volatile(expression text)
 RETURNS boolean
 LANGUAGE sql STABLE STRICT
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT EXISTS (
         SELECT FROM pg_catalog.regexp_matches(expression,
@@ -40,7 +40,7 @@ $$;
 CREATE FUNCTION veil_private.inline_partial(a text, prefix text, padding text, suffix text)
 RETURNS text
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT pg_catalog.format(
         '(pg_catalog.substr(%1$s, 1, %2$s) || %3$s || pg_catalog.substr(%1$s, pg_catalog.length(%1$s) - %4$s + 1, %4$s))',
@@ -52,7 +52,7 @@ $$;
 CREATE FUNCTION veil_private.inline_partial_email(a text)
 RETURNS text
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT pg_catalog.format(
         '(pg_catalog.left(pg_catalog.split_part(%1$s, ''@'', 1), 2) || ''******@'' || CASE'
@@ -69,7 +69,7 @@ $$;
 CREATE FUNCTION veil_private.mask_column(policy text, relid oid, attnum smallint,
                                          OUT expression text, OUT join_clause text)
 LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     r veil_private.column_rules;

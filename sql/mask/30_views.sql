@@ -7,7 +7,7 @@
 CREATE FUNCTION veil_private.mask_view_query(policy text, source oid)
 RETURNS text
 LANGUAGE sql STABLE STRICT
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT pg_catalog.format('SELECT %s FROM %s AS src%s',
         coalesce(pg_catalog.string_agg(m.expression || ' AS ' || pg_catalog.quote_ident(a.attname), ', '
@@ -28,7 +28,7 @@ $$;
 CREATE FUNCTION veil_private.masked_source_schemas(policy text)
 RETURNS SETOF oid
 LANGUAGE sql STABLE STRICT
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT DISTINCT c.relnamespace
     FROM veil_private.column_rules r JOIN pg_catalog.pg_class c ON c.oid = r.relid
@@ -44,7 +44,7 @@ $$;
 CREATE FUNCTION veil_private.detach_mask_views()
 RETURNS void
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v record;
@@ -70,7 +70,7 @@ $$;
 CREATE FUNCTION veil_private.build_mask_views(policy text)
 RETURNS integer
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     owner name := veil_private.toolkit_owner();
@@ -175,7 +175,7 @@ $$;
 CREATE FUNCTION veil_private.stale_mask_views(policy text)
 RETURNS TABLE (source regclass, reason text)
 LANGUAGE sql STABLE STRICT
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT c.oid::regclass,
            CASE WHEN mv.view_oid IS NULL OR v.oid IS NULL THEN 'no view'
@@ -203,7 +203,7 @@ $$;
 CREATE FUNCTION veil_private.refresh_views_policy(policy text)
 RETURNS integer
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     built integer;
@@ -220,7 +220,7 @@ $$;
 CREATE FUNCTION veil.refresh_masking(policy text DEFAULT 'mask')
 RETURNS integer
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM veil.require_governor();
@@ -238,7 +238,7 @@ COMMENT ON FUNCTION veil.refresh_masking(text) IS
 CREATE FUNCTION veil_private.refresh_masking_after_rule_change()
 RETURNS trigger
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     changed text;
@@ -265,7 +265,7 @@ CREATE TRIGGER refresh_masking_on_delete AFTER DELETE ON veil_private.column_rul
 CREATE FUNCTION veil_private.refresh_masking_after_policy_change()
 RETURNS trigger
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF NEW.delivery = 'views'

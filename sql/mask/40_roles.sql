@@ -11,7 +11,7 @@
 CREATE FUNCTION veil_private.masked_relations(policy text)
 RETURNS SETOF oid
 LANGUAGE sql STABLE STRICT
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
     WITH RECURSIVE relations(oid) AS (
         SELECT c.oid FROM pg_catalog.pg_class c
@@ -37,7 +37,7 @@ $$;
 CREATE FUNCTION veil_private.raw_access(policy text, roleid oid)
 RETURNS TABLE (relid oid, attnum smallint, privilege text, grantable boolean, via oid)
 LANGUAGE sql STABLE STRICT
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
     WITH relations AS (
         SELECT c.oid, c.relowner, coalesce(c.relacl, pg_catalog.acldefault('r', c.relowner)) AS acl
@@ -70,7 +70,7 @@ $$;
 CREATE FUNCTION veil_private.withhold_raw_access(roleid oid)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     policy text := (SELECT m.policy FROM veil_private.masked_roles m WHERE m.roleid = withhold_raw_access.roleid);
@@ -138,14 +138,14 @@ $$;
 CREATE FUNCTION veil_private.this_database()
 RETURNS oid
 LANGUAGE sql STABLE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$ SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database() $$;
 
 -- A role's own setting of one parameter in one database (0: all databases).
 CREATE FUNCTION veil_private.role_setting(roleid oid, database oid, parameter text)
 RETURNS text
 LANGUAGE sql STABLE STRICT
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT pg_catalog.substr(c, pg_catalog.length(parameter) + 2)
     FROM pg_catalog.pg_db_role_setting s, pg_catalog.unnest(s.setconfig) c
@@ -157,7 +157,7 @@ $$;
 CREATE FUNCTION veil_private.search_path_entries(path text)
 RETURNS text[]
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT coalesce(pg_catalog.array_agg(
                CASE WHEN m[1] LIKE '"%' THEN pg_catalog.replace(pg_catalog.substr(m[1], 2, pg_catalog.length(m[1]) - 2), '""', '"')
@@ -169,7 +169,7 @@ $$;
 CREATE FUNCTION veil_private.set_role_search_path(roleid oid, entries text[])
 RETURNS void
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF entries IS NULL THEN
@@ -193,7 +193,7 @@ $$;
 CREATE FUNCTION veil_private.set_mask_access(role_name name, policy text, granted boolean)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     mask_schema name;
@@ -221,7 +221,7 @@ $$;
 CREATE FUNCTION veil_private.apply_masked_role(roleid oid)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     m veil_private.masked_roles;
@@ -261,7 +261,7 @@ $$;
 CREATE FUNCTION veil_private.mask_role(policy text, roleid oid)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     other text := (SELECT m.policy FROM veil_private.masked_roles m WHERE m.roleid = mask_role.roleid);
@@ -283,7 +283,7 @@ $$;
 CREATE FUNCTION veil_private.unmask_role(roleid oid)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     m veil_private.masked_roles;
@@ -319,7 +319,7 @@ $$;
 CREATE FUNCTION veil_private.mask_roles_after_rule_change()
 RETURNS trigger
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF NOT EXISTS (SELECT FROM veil_private.policies p

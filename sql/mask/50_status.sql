@@ -5,7 +5,7 @@
 CREATE FUNCTION veil.masking_problems()
 RETURNS TABLE (policy text, problem text, object text, detail text)
 LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM veil.require_governor();

@@ -14,7 +14,7 @@
 CREATE FUNCTION veil_private.detach_mask_views_before_ddl()
 RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     was_building text;
@@ -30,7 +30,7 @@ $$;
 CREATE FUNCTION veil_private.refresh_masking_after_ddl()
 RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     policy text;

@@ -9,7 +9,7 @@
 CREATE FUNCTION veil_private.split_arguments(call text)
 RETURNS text[]
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     args text[] := '{}';
@@ -43,14 +43,14 @@ $$;
 CREATE FUNCTION veil_private.is_token_rule(expression text)
 RETURNS boolean
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$ SELECT expression ~ '^veil\.token\(.*\)$' $$;
 
 -- The SQL of one copy column, reading the source row as row_alias.
 CREATE FUNCTION veil_private.compiled_column(policy text, relid oid, attnum smallint, row_alias text)
 RETURNS text
 LANGUAGE plpgsql STABLE STRICT
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     r veil_private.column_rules;

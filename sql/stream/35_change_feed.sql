@@ -19,14 +19,14 @@
 CREATE FUNCTION veil_private.change_feed_lock()
 RETURNS bigint
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$ SELECT (x'70677665'::bigint << 32) | 1 $$;
 
 -- Whether this session holds the feed's lock (follows the feed).
 CREATE FUNCTION veil_private.follows_change_feed()
 RETURNS boolean
 LANGUAGE sql VOLATILE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT EXISTS (
         SELECT FROM pg_catalog.pg_locks l
@@ -42,7 +42,7 @@ $$;
 CREATE FUNCTION veil_private.notify_change(copy_table name, operation text, rows bigint, keys json)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     payload text := pg_catalog.json_build_object(
@@ -66,7 +66,7 @@ $$;
 CREATE FUNCTION veil.follow_changes(wait_for interval DEFAULT '30 seconds')
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     deadline timestamptz := pg_catalog.clock_timestamp() + wait_for;
@@ -128,7 +128,7 @@ COMMENT ON FUNCTION veil.follow_changes(interval) IS
 CREATE FUNCTION veil.unfollow_changes()
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     UNLISTEN veil_changes;

@@ -16,7 +16,7 @@
 CREATE FUNCTION veil_private.backfill_batch(source oid, batch_size integer, INOUT last_key text[],
                                             OUT copied bigint, OUT done boolean)
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     s veil_private.streams;
@@ -73,7 +73,7 @@ REVOKE ALL ON FUNCTION veil_private.backfill_batch(oid, integer, text[]) FROM PU
 CREATE FUNCTION veil_private.backfill_start(source regclass, batch_size integer)
 RETURNS text[]
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM veil.require_governor();
@@ -95,7 +95,7 @@ $$;
 CREATE FUNCTION veil_private.backfill_finish(source regclass)
 RETURNS void
 LANGUAGE sql VOLATILE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
     UPDATE veil_private.backfill_progress p SET finished_at = pg_catalog.now() WHERE p.source = backfill_finish.source;
     UPDATE veil_private.streams s SET needs_backfill = false WHERE s.source = backfill_finish.source;
@@ -114,17 +114,17 @@ DECLARE
     last_key text[];
     finished boolean;
 BEGIN
-    PERFORM pg_catalog.set_config('search_path', 'pg_catalog', true);
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     last_key := veil_private.backfill_start(source, batch_size);
     COMMIT;
     LOOP
-        PERFORM pg_catalog.set_config('search_path', 'pg_catalog', true);
+        PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
         SELECT b.last_key, b.done INTO last_key, finished
         FROM veil_private.backfill_batch(source, batch_size, last_key) AS b;
         COMMIT;
         EXIT WHEN finished;
     END LOOP;
-    PERFORM pg_catalog.set_config('search_path', 'pg_catalog', true);
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     PERFORM veil_private.backfill_finish(source);
     COMMIT;
 END

@@ -8,7 +8,7 @@ REVOKE ALL ON veil_private.consumers FROM PUBLIC;
 CREATE FUNCTION veil_private.readable_sources(role_name name)
 RETURNS TABLE (source regclass)
 LANGUAGE sql STABLE STRICT
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT DISTINCT t.relid::regclass
     FROM (SELECT s.source FROM veil_private.streams s
@@ -19,7 +19,7 @@ $$;
 CREATE FUNCTION veil_private.grant_copies(role_name name)
 RETURNS void
 LANGUAGE plpgsql VOLATILE STRICT
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     copy regclass;
@@ -34,7 +34,7 @@ $$;
 CREATE FUNCTION veil.grant_consumer(role_name name)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     r pg_catalog.pg_roles;
@@ -66,7 +66,7 @@ COMMENT ON FUNCTION veil.grant_consumer(name) IS
 CREATE FUNCTION veil.revoke_consumer(role_name name)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     copy regclass;

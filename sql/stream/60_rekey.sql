@@ -14,7 +14,7 @@
 CREATE FUNCTION veil_private.delete_stale_tokens(source oid, batch_size integer)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     s veil_private.streams;
@@ -44,7 +44,7 @@ REVOKE ALL ON FUNCTION veil_private.delete_stale_tokens(oid, integer) FROM PUBLI
 CREATE FUNCTION veil_private.old_tokens_remain()
 RETURNS boolean
 LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     col record;
@@ -78,7 +78,7 @@ DECLARE
     done bigint;
     finished boolean;
 BEGIN
-    PERFORM pg_catalog.set_config('search_path', 'pg_catalog', true);
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     PERFORM veil.require_governor();
     IF batch_size IS NULL OR batch_size < 1 THEN
         RAISE EXCEPTION 'pgveil: batch_size must be a positive number of rows';
@@ -88,20 +88,20 @@ BEGIN
     FOR stream_source IN SELECT s.source FROM veil_private.streams s ORDER BY s.source LOOP
         last_key := NULL;
         LOOP
-            PERFORM pg_catalog.set_config('search_path', 'pg_catalog', true);
+            PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
             SELECT b.last_key, b.done INTO last_key, finished
             FROM veil_private.backfill_batch(stream_source, batch_size, last_key) AS b;
             COMMIT;
             EXIT WHEN finished;
         END LOOP;
         LOOP
-            PERFORM pg_catalog.set_config('search_path', 'pg_catalog', true);
+            PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
             done := veil_private.delete_stale_tokens(stream_source, batch_size);
             COMMIT;
             EXIT WHEN done = 0;
         END LOOP;
     END LOOP;
-    PERFORM pg_catalog.set_config('search_path', 'pg_catalog', true);
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     IF veil_private.old_tokens_remain() THEN
         RAISE EXCEPTION 'pgveil: tokens of an old key version remain; the old keys are kept'
             USING HINT = 'Run CALL veil.rekey() again.';

@@ -6,7 +6,7 @@
 CREATE FUNCTION veil_private.rebuild_streams_after_ddl()
 RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     altered oid;
@@ -24,7 +24,7 @@ $$;
 CREATE FUNCTION veil_private.drop_streams_of_dropped_tables()
 RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     gone record;
