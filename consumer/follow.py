@@ -119,6 +119,7 @@ class Follower:
         self.watermarks: dict[str, datetime] = {}
         self.reconnects = 0
         self.skipped = 0  # malformed notifications
+        self.following = threading.Event()  # set once the first session follows the feed
 
     def run(self) -> None:
         delay = 0.2
@@ -146,8 +147,10 @@ class Follower:
         self.on_boundary(boundary.check(conn))
         known = copies(conn)
         # Its own transaction (autocommit): it returns once the writes that
-        # may not have been announced are committed, and LISTEN is in effect.
+        # may not have been announced have ended, with LISTEN in effect. If it
+        # gives up (lock_not_available, an OperationalError), run() retries.
         conn.execute("SELECT veil.follow_changes()")
+        self.following.set()
         # Following first, then reading where to start: nothing falls between.
         now = conn.execute("SELECT pg_catalog.now()").fetchone()[0]
         for copy in known.values():

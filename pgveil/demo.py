@@ -137,7 +137,7 @@ def _traffic(urls: dict[str, str], fakes: Fakes, out: Console) -> Arrivals:
                         stop_consumer, on_boundary=boundary_report, idle_timeout=0.2)
     following = threading.Thread(target=follower.run, name="consumer", daemon=True)
     following.start()
-    time.sleep(0.5)  # let it follow the change feed before the first write
+    follower.following.wait(10)  # the first write comes after it follows the change feed
     settings = runner.Settings(urls["app"], parse_mix(DEFAULT_MIX), rate=TRAFFIC_RATE,
                                duration=TRAFFIC_SECONDS, connections=2, batch=10, seed=7)
     stats_seen = [0]

@@ -22,8 +22,7 @@ DROP FUNCTION veil.grant_consumer(name), veil.revoke_consumer(name),
     veil_private.backfill_start(regclass, integer), veil_private.backfill_finish(regclass),
     veil_private.rebuild_streams_after_ddl(), veil_private.drop_streams_of_dropped_tables(),
     veil.follow_changes(interval), veil.unfollow_changes(),
-    veil_private.notify_change(name, text, bigint, json), veil_private.follows_change_feed(),
-    veil_private.change_feed_lock();
+    veil.follows_changes(), veil_private.notify_change(name, text, bigint, json);
 DROP TRIGGER rebuild_streams_on_insert ON veil_private.column_rules;
 DROP TRIGGER rebuild_streams_on_update ON veil_private.column_rules;
 DROP TRIGGER rebuild_streams_on_delete ON veil_private.column_rules;

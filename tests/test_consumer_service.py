@@ -42,7 +42,7 @@ class Following:
 
     def __enter__(self):
         self.thread.start()
-        time.sleep(0.5)  # listening
+        assert self.follower.following.wait(10)
         return self
 
     def __exit__(self, *exc):

@@ -155,10 +155,15 @@ DECLARE
     removed bigint := 0;
     written bigint := 0;
     keys json;
-    -- Whether a session follows the change feed (see 35_change_feed.sql).
-    followed boolean := NOT (CASE WHEN pg_catalog.pg_try_advisory_lock(%12$s)
-                                  THEN pg_catalog.pg_advisory_unlock(%12$s) ELSE false END)
-                        OR pg_catalog.current_setting('pgveil.follows_changes', true) IS NOT DISTINCT FROM 'on';
+    -- Whether a session follows the change feed: take the barrier lock,
+    -- then try the following lock (see 35_change_feed.sql). CASE fixes the
+    -- order; the unlock runs only after a successful try.
+    followed boolean := CASE
+        WHEN NOT pg_catalog.pg_try_advisory_xact_lock_shared(x'7067766500000002'::bigint) THEN true
+        WHEN NOT pg_catalog.pg_try_advisory_lock(x'7067766500000001'::bigint) THEN true
+        WHEN pg_catalog.pg_advisory_unlock(x'7067766500000001'::bigint)
+            THEN pg_catalog.current_setting('pgveil.follows_changes', true) IS NOT DISTINCT FROM 'on'
+        END;
 BEGIN
     IF TG_OP = 'TRUNCATE' THEN
         TRUNCATE %3$s;
@@ -216,7 +221,7 @@ $fn$,
         fn_name, s.source::regclass, target_name, veil_private.copy_name(s.source),
         key_exprs, veil_private.key_join(), key_match, key_returning,
         veil_private.copy_write(s.source, 'new_rows', false),
-        veil_private.copy_write(s.source, 'new_rows', true), raw_key_match, veil_private.change_feed_lock());
+        veil_private.copy_write(s.source, 'new_rows', true), raw_key_match);
     EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION veil_private.%I() FROM PUBLIC', fn_name);
     UPDATE veil_private.streams SET trigger_fn = pg_catalog.format('veil_private.%I()', fn_name)::regprocedure
     WHERE streams.source = s.source;

@@ -6,34 +6,22 @@
 -- record's flush), so concurrent writers that notify lose their group commit.
 -- A feed nobody reads should not cost that.
 --
--- How writers know: a follower (veil.follow_changes) holds the feed's advisory
--- lock in share mode for the rest of its session; the server drops it when the
--- session ends, however it ends. The generated stream trigger (30_stream.sql)
--- tries the lock in exclusive mode and lets go of it within one expression:
--- if it got it, no other session follows. (A session's own lock never stands
--- in its way, so a follower that writes finds out from its flag,
--- pgveil.follows_changes.) Two writers trying at the same instant make one of
--- them notify needlessly, which costs a notification and never loses one.
-
--- The advisory lock key of the feed: 'pgve' in its high half, 1 in its low.
-CREATE FUNCTION veil_private.change_feed_lock()
-RETURNS bigint
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$ SELECT (x'70677665'::bigint << 32) | 1 $$;
-
--- Whether this session holds the feed's lock (follows the feed).
-CREATE FUNCTION veil_private.follows_change_feed()
-RETURNS boolean
-LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT EXISTS (
-        SELECT FROM pg_catalog.pg_locks l
-        WHERE l.pid = pg_catalog.pg_backend_pid() AND l.locktype = 'advisory' AND l.mode = 'ShareLock'
-          AND l.objsubid = 1
-          AND (l.classid::bigint << 32 | l.objid::bigint) = veil_private.change_feed_lock())
-$$;
+-- How, with two advisory locks of this database ('pgve' in the high half of
+-- the key):
+-- * following, x'7067766500000001': each follower holds it in share mode for
+--   the rest of its session (the server lets go when the session ends,
+--   however it ends).
+-- * barrier, x'7067766500000002': each streamed statement first takes it in
+--   share mode until its transaction ends (a try: writers never wait), then
+--   tries the following lock in exclusive mode and lets go of it within the
+--   same expression. Got it: no other session follows, so no notification
+--   (a session's own lock never stands in its way: a follower that writes
+--   finds out from its flag, pgveil.follows_changes). The barrier try fails
+--   only while a follower holds or awaits the barrier: notify.
+-- veil.follow_changes takes the following lock, then the barrier in exclusive
+-- mode, which waits for every transaction that may have written without
+-- notifying. Two writers trying the following lock at the same instant make
+-- one of them notify needlessly: a notification too many, never one lost.
 
 -- One notification per streamed statement, carrying only the copy's name and,
 -- for statements of at most 100 rows, their copy keys (tokens or NOT MASKED
@@ -57,88 +45,84 @@ BEGIN
 END
 $$;
 
--- Follow the feed: take the feed's lock for the session, LISTEN, and wait for
--- the writing transactions already running to end. Those may have found
--- nobody following and written without notifying; once they have ended, a
--- read made after this call's commit sees what they wrote, and every later
--- streamed statement notifies. Idempotent. SECURITY DEFINER only to reach the
--- lock's helpers in veil_private: the lock and LISTEN belong to the session.
+-- Whether this session holds the following lock.
+CREATE FUNCTION veil.follows_changes()
+RETURNS boolean
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT EXISTS (
+        SELECT FROM pg_catalog.pg_locks l
+        WHERE l.pid = pg_catalog.pg_backend_pid() AND l.locktype = 'advisory' AND l.mode = 'ShareLock'
+          AND l.classid = x'70677665'::bigint::oid AND l.objid = 1 AND l.objsubid = 1)
+$$;
+COMMENT ON FUNCTION veil.follows_changes() IS 'Whether this session follows the change feed.';
+
+-- Follow the feed for the rest of the session: take the following lock,
+-- LISTEN, and wait (up to wait_for) for the transactions that may have
+-- written streamed tables without notifying. When it returns, those have
+-- committed or rolled back, so a read begun after it sees their writes, and
+-- every later streamed statement notifies. Idempotent. Invoker's rights: the
+-- locks and LISTEN belong to the session, and any role may take them.
 CREATE FUNCTION veil.follow_changes(wait_for interval DEFAULT '30 seconds')
 RETURNS void
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    deadline timestamptz := pg_catalog.clock_timestamp() + wait_for;
-    took_lock boolean := false;
-    mine pg_catalog.xid8;
-    oldest pg_catalog.xid8;
+    following_lock CONSTANT bigint := x'7067766500000001'::bigint;
+    barrier_lock CONSTANT bigint := x'7067766500000002'::bigint;
+    was_following boolean := veil.follows_changes();
+    previous_timeout text := pg_catalog.current_setting('lock_timeout');
+    waiting_for text := 'the following lock';
 BEGIN
-    -- Each statement below must read a fresh snapshot.
-    IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
-        RAISE EXCEPTION 'pgveil: veil.follow_changes() needs READ COMMITTED, not %',
-            pg_catalog.upper(pg_catalog.current_setting('transaction_isolation'))
-            USING HINT = 'Call it in its own transaction (autocommit), then read.';
+    IF wait_for IS NULL OR wait_for <= interval '0' THEN
+        RAISE EXCEPTION 'pgveil: wait_for must be a positive interval, not %', coalesce(wait_for::text, 'NULL');
     END IF;
-    IF pg_catalog.pg_current_xact_id_if_assigned() IS NOT NULL THEN
-        RAISE EXCEPTION 'pgveil: veil.follow_changes() must run in a transaction that has not written'
-            USING HINT = 'Call it in its own transaction (autocommit), then read.';
-    END IF;
+    PERFORM pg_catalog.set_config('lock_timeout',
+        pg_catalog.ceil(pg_catalog.date_part('epoch', wait_for) * 1000)::bigint::text, true);
     BEGIN
-        IF NOT veil_private.follows_change_feed() THEN
-            -- Writers hold the lock exclusively for an instant only.
-            WHILE NOT pg_catalog.pg_try_advisory_lock_shared(veil_private.change_feed_lock()) LOOP
-                IF pg_catalog.clock_timestamp() > deadline THEN
-                    RAISE EXCEPTION 'pgveil: the change feed''s lock stayed taken for %', wait_for
-                        USING HINT = 'See pg_locks for advisory locks with classid 1885828709 and objid 1.';
-                END IF;
-                PERFORM pg_catalog.pg_sleep(0.001);
-            END LOOP;
-            took_lock := true;
+        IF NOT was_following THEN
+            -- Writers hold it exclusively for an instant only.
+            PERFORM pg_catalog.pg_advisory_lock_shared(following_lock);
         END IF;
         LISTEN veil_changes;
         PERFORM pg_catalog.set_config('pgveil.follows_changes', 'on', false);
-        -- Every writer that looked before the lock was taken had its xid
-        -- by then (its trigger runs after its row is written): all are
-        -- older than the one this transaction takes now.
-        mine := pg_catalog.pg_current_xact_id();
-        LOOP
-            oldest := pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot());
-            EXIT WHEN oldest >= mine;
-            IF pg_catalog.clock_timestamp() > deadline THEN
-                RAISE EXCEPTION 'pgveil: a writing transaction begun before veil.follow_changes() (xid %) still runs after %',
-                    oldest, wait_for
-                    USING HINT = 'It may write streamed tables without notifying. Wait for it to end'
-                        ' (pg_stat_activity.backend_xid), or call again with a longer wait_for.';
-            END IF;
-            PERFORM pg_catalog.pg_sleep(0.01);
-        END LOOP;
+        waiting_for := 'transactions that wrote streamed tables unannounced';
+        PERFORM pg_catalog.pg_advisory_xact_lock(barrier_lock);
     EXCEPTION WHEN OTHERS OR query_canceled THEN
-        -- A session lock outlives the failed transaction: let it go.
-        IF took_lock THEN
-            PERFORM pg_catalog.pg_advisory_unlock_shared(veil_private.change_feed_lock());
+        -- The session lock would outlive the failed call: let it go.
+        IF NOT was_following THEN
+            WHILE veil.follows_changes() AND pg_catalog.pg_advisory_unlock_shared(following_lock) LOOP
+            END LOOP;
+        END IF;
+        IF SQLSTATE = '55P03' THEN
+            RAISE EXCEPTION 'pgveil: veil.follow_changes() waited % for %', wait_for, waiting_for
+                USING ERRCODE = 'lock_not_available',
+                      HINT = 'pg_locks shows who holds advisory locks with classid 1885828709: objid 1, following;'
+                             ' objid 2, writers not yet committed. Call again, or with a longer wait_for.';
         END IF;
         RAISE;
     END;
+    PERFORM pg_catalog.set_config('lock_timeout', previous_timeout, true);
 END
 $$;
 COMMENT ON FUNCTION veil.follow_changes(interval) IS
-    'Follow the change feed (channel veil_changes) for the rest of the session; call in its own transaction, then read.';
+    'Follow the change feed (channel veil_changes) for the rest of the session; read after it returns.';
 
 CREATE FUNCTION veil.unfollow_changes()
 RETURNS void
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     UNLISTEN veil_changes;
     PERFORM pg_catalog.set_config('pgveil.follows_changes', 'off', false);
-    WHILE veil_private.follows_change_feed() LOOP
-        PERFORM pg_catalog.pg_advisory_unlock_shared(veil_private.change_feed_lock());
+    -- A transaction-level hold of the same key is not ours to release: stop there.
+    WHILE veil.follows_changes() AND pg_catalog.pg_advisory_unlock_shared(x'7067766500000001'::bigint) LOOP
     END LOOP;
 END
 $$;
 COMMENT ON FUNCTION veil.unfollow_changes() IS 'Stop following the change feed.';
 
-REVOKE ALL ON FUNCTION veil_private.change_feed_lock(),
-    veil_private.follows_change_feed(), veil_private.notify_change(name, text, bigint, json) FROM PUBLIC;
+REVOKE ALL ON FUNCTION veil_private.notify_change(name, text, bigint, json) FROM PUBLIC;
