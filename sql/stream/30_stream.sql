@@ -175,7 +175,7 @@ BEGIN
     IF TG_OP = 'DELETE' THEN
         WITH gone AS (SELECT %5$s FROM old_rows AS src, %6$s),
         removed AS (DELETE FROM %3$s AS t USING gone WHERE %7$s RETURNING %8$s)
-        SELECT count(*), (SELECT json_agg(r) FROM (SELECT * FROM removed LIMIT 101) r)
+        SELECT count(*), CASE WHEN followed THEN (SELECT json_agg(r) FROM (SELECT * FROM removed LIMIT 101) r) END
         INTO removed, keys FROM removed;
     ELSIF TG_OP = 'UPDATE' THEN
         -- An update that changes the key moves the row: its old key goes.
@@ -183,7 +183,7 @@ BEGIN
             SELECT %5$s FROM old_rows AS src, %6$s
             WHERE NOT EXISTS (SELECT FROM new_rows AS n WHERE %11$s)),
         removed AS (DELETE FROM %3$s AS t USING gone WHERE %7$s RETURNING %8$s)
-        SELECT count(*), (SELECT json_agg(r) FROM (SELECT * FROM removed LIMIT 101) r)
+        SELECT count(*), CASE WHEN followed THEN (SELECT json_agg(r) FROM (SELECT * FROM removed LIMIT 101) r) END
         INTO removed, keys FROM removed;
     END IF;
     IF removed > 0 AND followed THEN

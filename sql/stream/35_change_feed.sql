@@ -93,8 +93,7 @@ BEGIN
     EXCEPTION WHEN OTHERS OR query_canceled THEN
         -- The session lock would outlive the failed call: let it go.
         IF NOT was_following THEN
-            WHILE veil.follows_changes() AND pg_catalog.pg_advisory_unlock_shared(following_lock) LOOP
-            END LOOP;
+            PERFORM veil.unfollow_changes();
         END IF;
         IF SQLSTATE = '55P03' THEN
             RAISE EXCEPTION 'pgveil: veil.follow_changes() waited % for %', wait_for, waiting_for
