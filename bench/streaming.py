@@ -78,12 +78,13 @@ def setup(conn: psycopg.Connection) -> None:
     for name in ("plain", "streamed", "row_level", "backfilled", "oltp_plain", "oltp_streamed"):
         conn.execute(f"CREATE TABLE bench.{name} {TABLE}")
     conn.execute("CREATE TABLE bench.row_level_copy (id text PRIMARY KEY, email text, name text, amount numeric)")
-    conn.execute("CREATE TABLE bench.tokens_once (id text PRIMARY KEY, email text, name text, amount numeric)")
     for table in ("streamed", "backfilled", "oltp_streamed"):
         for column, label in RULES.items():
             conn.execute("SELECT veil.security_label('sanitized', 'COLUMN', %s, %s)",
                          (f"bench.{table}.{column}", label))
         conn.execute("SELECT veil.stream(%s)", (f"bench.{table}",))
+    # The backfill's baseline writes into a table like the copy (columns, collations, key).
+    conn.execute("CREATE TABLE bench.tokens_once (LIKE sanitized.bench__backfilled INCLUDING ALL)")
     conn.execute(ROW_LEVEL_TRIGGER)
 
 

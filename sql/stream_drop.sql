@@ -27,7 +27,8 @@ DROP TRIGGER rebuild_streams_on_insert ON veil_private.column_rules;
 DROP TRIGGER rebuild_streams_on_update ON veil_private.column_rules;
 DROP TRIGGER rebuild_streams_on_delete ON veil_private.column_rules;
 DROP FUNCTION veil_private.rebuild_streams_after_rule_change(), veil_private.build_stream(oid),
-    veil_private.key_join(), veil_private.copy_write(oid, text, boolean), veil_private.copy_columns(oid, text), veil_private.copy_name(oid),
+    veil_private.key_join(), veil_private.copy_write(oid, text, boolean), veil_private.copy_columns(oid, text),
+    veil_private.column_type(text, regcollation), veil_private.copy_name(oid),
     veil_private.compiled_column(text, oid, smallint, text), veil_private.is_token_rule(text),
     veil_private.split_arguments(text);
 DROP VIEW veil.streams;

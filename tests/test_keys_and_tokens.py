@@ -36,7 +36,8 @@ def test_token_is_deterministic_per_value_and_purpose(toolkit):
 def test_token_is_hmac_sha256_under_the_current_key(toolkit):
     # The toolkit template had no pgcrypto, so pgveil created it in veil_ext.
     mac = toolkit.scalar(
-        "SELECT rtrim(encode(veil_ext.hmac(convert_to('8:customer' || 'x', 'UTF8'), key, 'sha256'), 'base64'), '=')"
+        "SELECT rtrim(encode(veil_ext.hmac(convert_to('8:customer' || 'x', 'UTF8'),"
+        " convert_to(encode(key, 'hex'), 'UTF8'), 'sha256'), 'base64'), '=')"
         " FROM veil_private.keys WHERE is_current"
     )
     assert toolkit.scalar("SELECT veil.token('x', 'customer')") == f"v1:{mac}"

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import random
+import secrets
 import threading
 import time
 
 import psycopg
 import pytest
+from psycopg import sql
 
 # The demo revision's sanitized policy, computed independently of the
 # generated triggers (veil.token per row), to compare the copy against.
@@ -324,3 +326,70 @@ def test_the_key_column_keeps_its_rule_while_streamed(demo):
     with pytest.raises(psycopg.errors.RaiseException, match="must keep its rules"):
         demo.execute("SELECT veil.security_label('sanitized', 'COLUMN', 'public.customer.customer_id', NULL)")
     assert demo.scalar("SELECT count(*) FROM veil.rules WHERE column_name = 'customer_id' AND policy = 'sanitized'") == 2
+
+
+def text_collations(db, relation):
+    return dict(db.execute(
+        "SELECT attname, attcollation::regcollation::text FROM pg_attribute"
+        " WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped AND attcollation <> 0",
+        (relation,)).fetchall())
+
+
+def test_token_columns_collate_c_and_not_masked_columns_keep_their_collation(demo):
+    demo.execute('CREATE TABLE tagged (id int PRIMARY KEY, label text COLLATE "POSIX", secret text)')
+    for column, label in (("id", "NOT MASKED"), ("label", "NOT MASKED"),
+                          ("secret", "MASKED WITH FUNCTION veil.token(secret)")):
+        demo.execute("SELECT veil.security_label('sanitized', 'COLUMN', %s, %s)", (f"public.tagged.{column}", label))
+    demo.execute("SELECT veil.stream('tagged')")
+    demo.execute("INSERT INTO tagged VALUES (1, 'b', 'Zoë'), (2, 'a', 'x')")
+    assert text_collations(demo, "sanitized.tagged") == {"label": '"POSIX"', "secret": '"C"'}
+    # The rules swap: each copy column follows its new rule's collation.
+    demo.execute("SELECT veil.security_label('sanitized', 'COLUMN', 'public.tagged.label', 'MASKED WITH FUNCTION veil.token(label)')")
+    demo.execute("SELECT veil.security_label('sanitized', 'COLUMN', 'public.tagged.secret', 'NOT MASKED')")
+    assert text_collations(demo, "sanitized.tagged") == {"label": '"C"', "secret": '"default"'}
+    demo.execute("CALL veil.backfill('tagged')")
+    demo.execute("UPDATE tagged SET label = label || '!'")
+    assert_copies_equal_transform(demo, (
+        # veil.token(label) inherits "POSIX" from label: comparing it with a "C"
+        # column takes an explicit COLLATE (the one case the README names).
+        ('SELECT id, veil.token(label) COLLATE "C" AS label, secret FROM tagged',
+         "SELECT id, label, secret FROM sanitized.tagged"),))
+
+
+def test_tokens_join_and_index_lookups_with_default_collation_text(demo):
+    """A consumer's own text column (default collation) joins a "C" token column,
+    and a lookup by a token given as plain text uses the copy's index."""
+    seed(demo, customers=50, payments=0)
+    demo.execute("CREATE TABLE crm_ids (customer_id text)")
+    demo.execute("INSERT INTO crm_ids SELECT veil.token(customer_id::text, 'customer') FROM customer WHERE customer_id <= 10")
+    assert demo.scalar("SELECT count(*) FROM crm_ids JOIN sanitized.customer USING (customer_id)") == 10
+    token = demo.scalar("SELECT veil.token('3', 'customer')")
+    with demo.admin.transaction():
+        demo.execute("SET LOCAL enable_seqscan = off")
+        plan = "\n".join(r[0] for r in demo.execute(
+            "EXPLAIN SELECT email FROM sanitized.customer WHERE customer_id = %s::text", (token,)))
+    assert "Index Scan using customer_pkey" in plan, plan
+    assert demo.scalar("SELECT count(*) FROM sanitized.customer WHERE customer_id = %s::text", (token,)) == 1
+
+
+def test_tokens_in_a_database_that_is_not_utf8_equal_veil_token(pg_server):
+    """The generated triggers of a LATIN1 database convert to UTF-8 as veil.token does."""
+    from pgveil import migrate
+
+    name = f"pgveil_latin1_{secrets.token_hex(3)}"
+    with psycopg.connect(pg_server.url("postgres"), autocommit=True) as maintenance:
+        maintenance.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'LATIN1'"
+                                    " LC_COLLATE 'C' LC_CTYPE 'C'").format(sql.Identifier(name)))
+        try:
+            migrate.upgrade(pg_server.url(name))
+            with psycopg.connect(pg_server.url(name), autocommit=True) as db:
+                db.execute("CREATE TABLE people (name text PRIMARY KEY)")
+                db.execute("SELECT veil.security_label('sanitized', 'COLUMN', 'public.people.name',"
+                           " 'MASKED WITH FUNCTION veil.token(name)')")
+                db.execute("SELECT veil.stream('people')")
+                db.execute("INSERT INTO people VALUES ('Zoë'), ('Müller'), ('plain')")
+                copied = db.execute("SELECT name FROM sanitized.people ORDER BY 1").fetchall()
+                expected = db.execute("SELECT veil.token(name) FROM people ORDER BY 1").fetchall()
+                assert len(copied) == 3 and copied == expected
+        finally:
+            maintenance.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))

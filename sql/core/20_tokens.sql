@@ -9,8 +9,15 @@
 -- a consumer can tell which key made it. (Plain base64 with its '=' split
 -- off: the url-safe alphabet's translate() doubled the cost of a token, and
 -- substr() walks the characters one by one.)
+--
+-- The MAC is HMAC-SHA256 over the UTF-8 bytes of
+-- length(purpose) || ':' || purpose || value, keyed by the 64 hexadecimal
+-- characters of the stored 32-byte key (one SHA-256 block, 256 bits of
+-- entropy). A text key lets the generated statements of a UTF8 database hand
+-- pgcrypto's hmac() the value and the key as they are, with no conversion per
+-- token (see veil_private.compiled_column).
 
--- The MAC under a given key; the single definition every token path uses.
+-- The token under a given key: the definition every token path must equal.
 -- purpose is length-prefixed so (purpose, value) pairs cannot run together.
 CREATE FUNCTION veil_private.hmac_token(value text, purpose text, key_version integer, key bytea)
 RETURNS text
@@ -20,7 +27,7 @@ AS $$
 BEGIN
     RETURN 'v' || key_version || ':' || pg_catalog.split_part(pg_catalog.encode(
         @pgcrypto@.hmac(pg_catalog.convert_to(pg_catalog.length(purpose) || ':' || purpose || value, 'UTF8'),
-                        key, 'sha256'),
+                        pg_catalog.convert_to(pg_catalog.encode(key, 'hex'), 'UTF8'), 'sha256'),
         'base64'), '=', 1);
 END
 $$;

@@ -13,33 +13,48 @@ AS $$
 $$;
 
 -- The columns of a stream's copy: one per rule of its policy on the source.
+-- Token columns collate "C" (see compiled_column), NOT MASKED ones as their
+-- source column; column_collation is NULL for the others: their type's default.
 CREATE FUNCTION veil_private.copy_columns(source oid, policy text)
-RETURNS TABLE (attnum smallint, name name, type text, expression text, is_key boolean, is_token boolean)
+RETURNS TABLE (attnum smallint, name name, type text, column_collation regcollation, expression text,
+               is_key boolean, is_token boolean)
 LANGUAGE sql STABLE STRICT
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT a.attnum, a.attname,
            CASE r.kind WHEN 'not_masked' THEN pg_catalog.format_type(a.atttypid, a.atttypmod)
                        ELSE r.expression_type END,
+           CASE WHEN t.is_token THEN 'pg_catalog."C"'::pg_catalog.regcollation
+                WHEN r.kind = 'not_masked' AND a.attcollation <> 0 THEN a.attcollation::pg_catalog.regcollation END,
            veil_private.compiled_column(r.policy, r.relid, r.attnum, 'src'),
            a.attnum = ANY (i.indkey),
-           r.kind = 'function' AND veil_private.is_token_rule(r.expression)
+           t.is_token
     FROM veil_private.column_rules r
     JOIN pg_catalog.pg_attribute a ON a.attrelid = r.relid AND a.attnum = r.attnum AND NOT a.attisdropped
-    LEFT JOIN pg_catalog.pg_index i ON i.indrelid = r.relid AND i.indisprimary
+    LEFT JOIN pg_catalog.pg_index i ON i.indrelid = r.relid AND i.indisprimary,
+    LATERAL (SELECT r.kind = 'function' AND veil_private.is_token_rule(r.expression) AS is_token) t
     WHERE r.relid = source AND r.policy = copy_columns.policy
     ORDER BY a.attnum
 $$;
 
+-- A copy column's type as DDL writes it: with its collation, if it has one.
+CREATE FUNCTION veil_private.column_type(type text, column_collation regcollation)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT type || coalesce(' COLLATE ' || column_collation::text, '') $$;
+
 -- The current key, read once per generated statement, with its token prefix
--- ('v<version>:') made once rather than per token. LIMIT 1 tells the planner
--- it is one row: the never-analyzed keys table is otherwise taken for
--- hundreds, which inflates costs past the JIT threshold.
+-- ('v<version>:') made once rather than per token and as the HMAC key (its
+-- hex text, see 20_tokens.sql). LIMIT 1 tells the planner it is one row: the
+-- never-analyzed keys table is otherwise taken for hundreds, which inflates
+-- costs past the JIT threshold.
 CREATE FUNCTION veil_private.key_join()
 RETURNS text
 LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT '(SELECT ''v'' || k.version || '':'' AS prefix, k.key FROM veil_private.keys k WHERE k.is_current LIMIT 1) AS veil_key' $$;
+AS $$ SELECT '(SELECT ''v'' || k.version || '':'' AS prefix, pg_catalog.encode(k.key, ''hex'') AS hmac_key'
+             ' FROM veil_private.keys k WHERE k.is_current LIMIT 1) AS veil_key' $$;
 
 -- The insert of the copy rows computed from rows_from (a relation read as
 -- src), in the copy's key order so that its index fills page by page rather
@@ -108,7 +123,8 @@ BEGIN
         JOIN pg_catalog.pg_attribute a ON a.attrelid = s.target AND a.attnum = sc.target_attnum
         WHERE sc.source = s.source AND sc.attnum = col.attnum;
         IF existing IS NULL THEN
-            EXECUTE pg_catalog.format('ALTER TABLE %s ADD COLUMN %I %s', s.target::regclass, col.name, col.type);
+            EXECUTE pg_catalog.format('ALTER TABLE %s ADD COLUMN %I %s', s.target::regclass, col.name,
+                                      veil_private.column_type(col.type, col.column_collation));
             INSERT INTO veil_private.stream_columns (source, attnum, target_attnum)
             SELECT s.source, col.attnum, a.attnum FROM pg_catalog.pg_attribute a
             WHERE a.attrelid = s.target AND a.attname = col.name;
@@ -117,10 +133,12 @@ BEGIN
             IF existing <> col.name THEN
                 EXECUTE pg_catalog.format('ALTER TABLE %s RENAME COLUMN %I TO %I', s.target::regclass, existing, col.name);
             END IF;
-            IF (SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a
-                WHERE a.attrelid = s.target AND a.attname = col.name) <> col.type THEN
+            IF (SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) <> col.type
+                       OR a.attcollation <> coalesce(col.column_collation::oid, ty.typcollation)
+                FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type ty ON ty.oid = a.atttypid
+                WHERE a.attrelid = s.target AND a.attname = col.name) THEN
                 EXECUTE pg_catalog.format('ALTER TABLE %s ALTER COLUMN %I TYPE %s USING %I::%s',
-                    s.target::regclass, col.name, col.type, col.name, col.type);
+                    s.target::regclass, col.name, veil_private.column_type(col.type, col.column_collation), col.name, col.type);
             END IF;
         END IF;
     END LOOP;
@@ -270,7 +288,7 @@ BEGIN
     END IF;
 
     FOR col IN SELECT * FROM veil_private.copy_columns(source, policy) LOOP
-        column_list := column_list || pg_catalog.format('%I %s, ', col.name, col.type);
+        column_list := column_list || pg_catalog.format('%I %s, ', col.name, veil_private.column_type(col.type, col.column_collation));
     END LOOP;
     EXECUTE pg_catalog.format('CREATE TABLE sanitized.%I (%s PRIMARY KEY (%s))', copy_name, column_list,
         (SELECT pg_catalog.string_agg(pg_catalog.quote_ident(c.name), ', ')
@@ -351,6 +369,7 @@ CREATE TRIGGER rebuild_streams_on_delete AFTER DELETE ON veil_private.column_rul
     EXECUTE FUNCTION veil_private.rebuild_streams_after_rule_change();
 
 REVOKE ALL ON FUNCTION veil_private.copy_name(oid), veil_private.copy_columns(oid, text),
+    veil_private.column_type(text, regcollation),
     veil_private.copy_write(oid, text, boolean),
     veil_private.key_join(), veil_private.build_stream(oid),
     veil.stream(regclass, text), veil.unstream(regclass),
