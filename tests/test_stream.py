@@ -11,6 +11,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from pgveil import migrate
+
 # The demo revision's sanitized policy, computed independently of the
 # generated triggers (veil.token per row), to compare the copy against.
 CUSTOMER_TRANSFORM = """
@@ -374,8 +376,6 @@ def test_tokens_join_and_index_lookups_with_default_collation_text(demo):
 
 def test_tokens_in_a_database_that_is_not_utf8_equal_veil_token(pg_server):
     """The generated triggers of a LATIN1 database convert to UTF-8 as veil.token does."""
-    from pgveil import migrate
-
     name = f"pgveil_latin1_{secrets.token_hex(3)}"
     with psycopg.connect(pg_server.url("postgres"), autocommit=True) as maintenance:
         maintenance.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'LATIN1'"
