@@ -4,7 +4,7 @@ Revision ID: 0001_foundation
 Revises:
 """
 
-from pgveil.installer import run_file
+from pgveil.installer import run_directory, run_file
 
 revision = "0001_foundation"
 down_revision = None
@@ -13,8 +13,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    run_file("foundation.sql")
+    run_directory("0001_foundation")
 
 
 def downgrade() -> None:
-    run_file("foundation_drop.sql")
+    run_file("0001_foundation/downgrade.sql")

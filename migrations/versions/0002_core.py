@@ -7,7 +7,7 @@ Revises: 0001_foundation
 from alembic import context, op
 
 from pgveil import dictionaries
-from pgveil.installer import driver_connection, run_file, sql_files
+from pgveil.installer import driver_connection, run_directory, run_file
 
 revision = "0002_core"
 down_revision = "0001_foundation"
@@ -16,8 +16,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    for relative in sql_files("core"):
-        run_file(relative)
+    run_directory("0002_core")
     locale = (
         context.config.attributes.get("locale")
         or context.get_x_argument(as_dictionary=True).get("locale")
@@ -27,4 +26,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    run_file("core_drop.sql")
+    run_file("0002_core/downgrade.sql")

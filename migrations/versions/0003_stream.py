@@ -4,7 +4,7 @@ Revision ID: 0003_stream
 Revises: 0002_core
 """
 
-from pgveil.installer import run_file, sql_files
+from pgveil.installer import run_directory, run_file
 
 revision = "0003_stream"
 down_revision = "0002_core"
@@ -13,9 +13,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    for relative in sql_files("stream"):
-        run_file(relative)
+    run_directory("0003_stream")
 
 
 def downgrade() -> None:
-    run_file("stream_drop.sql")
+    run_file("0003_stream/downgrade.sql")

@@ -4,7 +4,7 @@ Revision ID: 0004_mask
 Revises: 0003_stream
 """
 
-from pgveil.installer import run_file, sql_files
+from pgveil.installer import run_directory, run_file
 
 revision = "0004_mask"
 down_revision = "0003_stream"
@@ -13,9 +13,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    for relative in sql_files("mask"):
-        run_file(relative)
+    run_directory("0004_mask")
 
 
 def downgrade() -> None:
-    run_file("mask_drop.sql")
+    run_file("0004_mask/downgrade.sql")

@@ -1,0 +1,122 @@
+"""What several test modules share: demo data, the demo policy's transforms, roles, catalog views."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from tests.conftest import Database, Role
+
+# The demo revision's sanitized policy, computed independently of the
+# generated triggers (veil.token per row), to compare the copy against.
+CUSTOMER_TRANSFORM = """
+    SELECT veil.token(customer_id::text, 'customer') AS customer_id, store_id,
+           veil.token(first_name, 'first_name') AS first_name, veil.token(last_name, 'last_name') AS last_name,
+           veil.token(email, 'email') AS email, activebool, create_date, last_update, active
+    FROM public.customer"""
+PAYMENT_TRANSFORM = """
+    SELECT payment_id, veil.token(customer_id::text, 'customer') AS customer_id, amount, payment_date
+    FROM public.payment"""
+CUSTOMER_COPY = ("SELECT customer_id, store_id, first_name, last_name, email, activebool, create_date,"
+                 " last_update, active FROM sanitized.customer")
+PAYMENT_COPY = "SELECT payment_id, customer_id, amount, payment_date FROM sanitized.payment"
+
+
+def assert_copies_equal_transform(
+    db: Database,
+    pairs: tuple[tuple[str, str], ...] = ((CUSTOMER_TRANSFORM, CUSTOMER_COPY), (PAYMENT_TRANSFORM, PAYMENT_COPY)),
+) -> None:
+    """Each copy holds exactly its transformed source, row by row."""
+    for transform, copy in pairs:
+        missing = db.execute(f"({transform}) EXCEPT ALL ({copy})").fetchall()
+        extra = db.execute(f"({copy}) EXCEPT ALL ({transform})").fetchall()
+        assert (missing, extra) == ([], []), transform
+
+
+def seed(db: Database, customers: int = 200, payments: int = 400) -> None:
+    """Demo rows: 10 addresses, customers, and payments spread over them."""
+    db.execute("INSERT INTO address (address) SELECT 'street ' || g FROM generate_series(1, 10) g")
+    db.execute(
+        "INSERT INTO customer (store_id, first_name, last_name, email, address_id)"
+        " SELECT 1 + g %% 2, 'first' || g, 'last' || g, 'c' || g || '@example.com', 1 + g %% 10"
+        " FROM generate_series(1, %s) g", (customers,))
+    db.execute(
+        "INSERT INTO payment (customer_id, amount)"
+        " SELECT 1 + g %% %s, (g %% 100) + 0.99 FROM generate_series(1, %s) g" % (customers, payments))
+
+
+def demo_analyst(demo: Database) -> Role:
+    """The demo revision's masked role, with a password for this test."""
+    password = secrets.token_urlsafe(12)
+    demo.execute(f"ALTER ROLE analyst PASSWORD '{password}'")
+    return Role("analyst", password, demo.server.url(demo.name, "analyst", password))
+
+
+def label(db: Database, object_type: str, name: str, value: str | None, policy: str = "mask") -> None:
+    db.execute("SELECT veil.security_label(%s, %s, %s, %s)", (policy, object_type, name, value))
+
+
+# Everything a pgveil install could create or drop, by name, cluster- and
+# database-wide. Alembic's own bookkeeping table (pgveil_version) stays after
+# a downgrade, as Alembic leaves it; it is not pgveil's object.
+CATALOG_QUERIES = {
+    "schemas": "SELECT nspname FROM pg_namespace",
+    "relations": "SELECT c.oid::regclass::text || ':' || relkind::text FROM pg_class c"
+    " WHERE c.oid::regclass::text NOT LIKE 'pgveil_version%'",
+    "functions": "SELECT p.oid::regprocedure::text FROM pg_proc p",
+    "types": "SELECT t.oid::regtype::text FROM pg_type t WHERE t.typname NOT IN ('pgveil_version', '_pgveil_version')",
+    "extensions": "SELECT extname || ' ' || extnamespace::regnamespace::text FROM pg_extension",
+    "roles": "SELECT rolname FROM pg_roles",
+    "event_triggers": "SELECT evtname FROM pg_event_trigger",
+    "triggers": "SELECT tgrelid::regclass::text || '.' || tgname FROM pg_trigger",
+    "default_acls": "SELECT defaclrole::regrole::text || defaclobjtype::text FROM pg_default_acl",
+}
+
+
+def catalog(db: Database) -> dict[str, set[str]]:
+    """The names of everything in the database and cluster that an install could touch."""
+    return {name: {r[0] for r in db.execute(query).fetchall()} for name, query in CATALOG_QUERIES.items()}
+
+
+# The definitions of pgveil's own objects (not only their names): schemas
+# with their privileges, relations with their columns and privileges,
+# routines with their source, privileges and comments, triggers, event
+# triggers. Stream trigger functions are named after their source's oid,
+# which differs between databases: the oid is left out.
+PGVEIL_SCHEMAS = ("veil", "veil_private", "veil_ext", "sanitized")
+DEFINITION_QUERIES = {
+    "schemas": """
+        SELECT nspname || ' ' || coalesce(nspacl::text, '') || ' ' || coalesce(obj_description(oid, 'pg_namespace'), '')
+        FROM pg_namespace WHERE nspname = ANY(%(schemas)s) OR obj_description(oid, 'pg_namespace') LIKE 'pgveil%%'""",
+    "relations": """
+        SELECT c.oid::regclass::text || ' ' || c.relkind::text || ' ' || coalesce(c.relacl::text, '') || ' '
+               || coalesce(c.reloptions::text, '') || ' ' || coalesce(pg_get_viewdef(c.oid), '') || ' '
+               || coalesce((SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
+                                              || ' ' || a.attnotnull || ' ' || coalesce(a.attacl::text, ''), ', ' ORDER BY a.attnum)
+                            FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), '')
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = ANY(%(schemas)s) OR obj_description(n.oid, 'pg_namespace') LIKE 'pgveil%%'""",
+    "routines": """
+        SELECT regexp_replace(pg_get_functiondef(p.oid) || ' ' || coalesce(p.proacl::text, '') || ' '
+                              || coalesce(obj_description(p.oid, 'pg_proc'), ''), 'stream_[0-9]+', 'stream_<oid>', 'g')
+        FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+        WHERE n.nspname = ANY(%(schemas)s) AND p.prokind IN ('f', 'p')
+          AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e')""",
+    "triggers": """
+        SELECT regexp_replace(pg_get_triggerdef(g.oid), 'stream_[0-9]+', 'stream_<oid>', 'g')
+        FROM pg_trigger g WHERE NOT g.tgisinternal""",
+    "event_triggers": """
+        SELECT evtname || ' ' || evtevent || ' ' || coalesce(evttags::text, '') || ' ' || evtfoid::regproc::text
+        FROM pg_event_trigger""",
+}
+
+
+def definitions(db: Database) -> dict[str, list[str]]:
+    """pgveil's objects with their definitions, sorted, for comparing two databases."""
+    result: dict[str, list[str]] = {}
+    with db.admin.transaction():
+        db.execute("SET LOCAL search_path = pg_catalog")
+        for name, query in DEFINITION_QUERIES.items():
+            rows: list[Any] = db.execute(query, {"schemas": list(PGVEIL_SCHEMAS)}).fetchall()
+            result[name] = sorted(r[0] for r in rows)
+    return result
