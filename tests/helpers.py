@@ -78,35 +78,46 @@ def catalog(db: Database) -> dict[str, set[str]]:
     return {name: {r[0] for r in db.execute(query).fetchall()} for name, query in CATALOG_QUERIES.items()}
 
 
-# The definitions of pgveil's own objects (not only their names): schemas
-# with their privileges, relations with their columns and privileges,
-# routines with their source, privileges and comments, triggers, event
-# triggers. Stream trigger functions are named after their source's oid,
-# which differs between databases: the oid is left out.
+# The definitions of pgveil's own objects (not only their names): schemas,
+# relations (columns with types, defaults and comments; constraints; indexes;
+# options; view queries), routines (source), triggers and event triggers
+# (with their enabled state), each with its owner, privileges (default ones
+# written out) and comment. Stream trigger functions are named after their
+# source's oid, which differs between databases: the oid is left out.
 PGVEIL_SCHEMAS = ("veil", "veil_private", "veil_ext", "sanitized")
+IN_PGVEIL_SCHEMA = "(n.nspname = ANY(%(schemas)s) OR obj_description(n.oid, 'pg_namespace') LIKE 'pgveil%%')"
 DEFINITION_QUERIES = {
-    "schemas": """
-        SELECT nspname || ' ' || coalesce(nspacl::text, '') || ' ' || coalesce(obj_description(oid, 'pg_namespace'), '')
-        FROM pg_namespace WHERE nspname = ANY(%(schemas)s) OR obj_description(oid, 'pg_namespace') LIKE 'pgveil%%'""",
-    "relations": """
-        SELECT c.oid::regclass::text || ' ' || c.relkind::text || ' ' || coalesce(c.relacl::text, '') || ' '
-               || coalesce(c.reloptions::text, '') || ' ' || coalesce(pg_get_viewdef(c.oid), '') || ' '
-               || coalesce((SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
-                                              || ' ' || a.attnotnull || ' ' || coalesce(a.attacl::text, ''), ', ' ORDER BY a.attnum)
-                            FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), '')
-        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE n.nspname = ANY(%(schemas)s) OR obj_description(n.oid, 'pg_namespace') LIKE 'pgveil%%'""",
+    "schemas": f"""
+        SELECT concat_ws(' | ', n.nspname, n.nspowner::regrole, (SELECT array_agg(i ORDER BY i::text) FROM unnest(coalesce(n.nspacl, acldefault('n', n.nspowner))) AS i),
+                         obj_description(n.oid, 'pg_namespace'))
+        FROM pg_namespace n WHERE {IN_PGVEIL_SCHEMA}""",
+    "relations": f"""
+        SELECT concat_ws(' | ', c.oid::regclass, c.relkind, c.relowner::regrole,
+               (SELECT array_agg(i ORDER BY i::text) FROM unnest(coalesce(c.relacl, acldefault(CASE c.relkind WHEN 'S' THEN 's' ELSE 'r' END::"char", c.relowner))) AS i),
+               c.reloptions, pg_get_viewdef(c.oid), obj_description(c.oid, 'pg_class'),
+               CASE c.relkind WHEN 'i' THEN pg_get_indexdef(c.oid) END,
+               (SELECT string_agg(concat_ws(' ', a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+                                            a.attcollation, a.attacl, pg_get_expr(d.adbin, d.adrelid),
+                                            col_description(c.oid, a.attnum)), ', ' ORDER BY a.attnum)
+                FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+                WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
+               (SELECT string_agg(k.conname || ' ' || pg_get_constraintdef(k.oid), ', ' ORDER BY k.conname)
+                FROM pg_constraint k WHERE k.conrelid = c.oid))
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {IN_PGVEIL_SCHEMA}""",
     "routines": """
-        SELECT regexp_replace(pg_get_functiondef(p.oid) || ' ' || coalesce(p.proacl::text, '') || ' '
-                              || coalesce(obj_description(p.oid, 'pg_proc'), ''), 'stream_[0-9]+', 'stream_<oid>', 'g')
+        SELECT regexp_replace(concat_ws(' | ', pg_get_functiondef(p.oid), p.proowner::regrole,
+                                        (SELECT array_agg(i ORDER BY i::text) FROM unnest(coalesce(p.proacl, acldefault('f', p.proowner))) AS i),
+                                        obj_description(p.oid, 'pg_proc')), 'stream_[0-9]+', 'stream_<oid>', 'g')
         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
         WHERE n.nspname = ANY(%(schemas)s) AND p.prokind IN ('f', 'p')
           AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e')""",
     "triggers": """
-        SELECT regexp_replace(pg_get_triggerdef(g.oid), 'stream_[0-9]+', 'stream_<oid>', 'g')
+        SELECT regexp_replace(concat_ws(' | ', pg_get_triggerdef(g.oid), g.tgenabled,
+                                        obj_description(g.oid, 'pg_trigger')), 'stream_[0-9]+', 'stream_<oid>', 'g')
         FROM pg_trigger g WHERE NOT g.tgisinternal""",
     "event_triggers": """
-        SELECT evtname || ' ' || evtevent || ' ' || coalesce(evttags::text, '') || ' ' || evtfoid::regproc::text
+        SELECT concat_ws(' | ', evtname, evtevent, evttags, evtfoid::regproc, evtenabled, evtowner::regrole,
+                         obj_description(oid, 'pg_event_trigger'))
         FROM pg_event_trigger""",
 }
 

@@ -55,9 +55,9 @@ def test_statement_targets_write_fakes_and_partials_out_and_leave_unruled_column
     assert "src.active AS active" not in compiled(demo, "mask", "public.customer", "export")
 
 
-def test_views_keep_compiling_as_views(demo):
-    query = compiled(demo, "mask", "public.customer", "view")
-    assert query == demo.scalar("SELECT definition FROM veil_private.mask_views WHERE source = 'public.customer'::regclass")
+def test_an_unknown_policy_is_refused(demo):
+    with pytest.raises(psycopg.errors.RaiseException, match="there is no policy 'nope'"):
+        compiled(demo, "nope", "public.customer", "export")
 
 
 @pytest.mark.parametrize("target", [None, "table", ""])
@@ -65,6 +65,9 @@ def test_an_unknown_target_is_refused(demo, target):
     with pytest.raises(psycopg.errors.RaiseException, match="compile for view, copy, rewrite or export"):
         demo.execute("SELECT * FROM veil_private.compile_rule('mask', 'public.customer'::regclass, 1::smallint, %s)",
                       (target,))
+    if target is not None:  # compiled_select is STRICT
+        with pytest.raises(psycopg.errors.RaiseException, match="compile for view, copy, rewrite or export"):
+            compiled(demo, "mask", "public.address", target)
 
 
 def test_a_missing_column_is_refused(demo):

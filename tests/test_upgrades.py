@@ -162,14 +162,98 @@ def test_the_rule_compiler_revision_logged_what_it_created_replaced_and_removed(
 
 
 def test_a_revision_that_alters_a_table_is_refused():
-    table = revision_log.CatalogObject(1, "table", "veil_private.streams", "source oid true", None, None)
-    altered = revision_log.CatalogObject(1, "table", "veil_private.streams", "source oid false", None, None)
+    table = revision_log.CatalogObject(1, "table", "veil_private.streams", "source oid true", None, None, None)
+    altered = revision_log.CatalogObject(1, "table", "veil_private.streams", "source oid false", None, None, None)
     with pytest.raises(RuntimeError, match=r"table veil_private\.streams \(replaced\)"):
         revision_log.changes({("table", table.identity): table}, {("table", table.identity): altered})
     with pytest.raises(RuntimeError, match=r"table veil_private\.streams \(removed\)"):
         revision_log.changes({("table", table.identity): table}, {})
     # A function may change: the log keeps the old definition to restore.
-    old = revision_log.CatalogObject(2, "routine", "veil.f()", "CREATE ... 1", None, None)
-    new = revision_log.CatalogObject(3, "routine", "veil.f()", "CREATE ... 2", None, None)
+    old = revision_log.CatalogObject(2, "routine", "veil.f()", "CREATE ... 1", None, None, None)
+    new = revision_log.CatalogObject(3, "routine", "veil.f()", "CREATE ... 2", None, None, None)
     assert revision_log.changes({("routine", "veil.f()"): old}, {("routine", "veil.f()"): new}) == [
         revision_log.Change("replaced", old)]
+
+
+BEFORE_SYNTHETIC_REVISION = """
+CREATE FUNCTION veil_private.t_f(a integer) RETURNS integer LANGUAGE sql
+    SET search_path = pg_catalog, pg_temp AS 'SELECT a';
+COMMENT ON FUNCTION veil_private.t_f(integer) IS 'kept';
+REVOKE ALL ON FUNCTION veil_private.t_f(integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION veil_private.t_f(integer) TO {reader} WITH GRANT OPTION;
+CREATE FUNCTION veil_private.t_g() RETURNS integer LANGUAGE sql SET search_path = pg_catalog, pg_temp AS 'SELECT 1';
+CREATE FUNCTION veil_private.t_gone(x text) RETURNS text LANGUAGE sql
+    SET search_path = pg_catalog, pg_temp AS 'SELECT x';
+COMMENT ON FUNCTION veil_private.t_gone(text) IS 'removed, then restored';
+REVOKE ALL ON FUNCTION veil_private.t_gone(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION veil_private.t_gone(text) TO {reader};
+CREATE VIEW veil_private.t_v AS SELECT 1 AS a;
+CREATE TABLE veil_private.t_tab (id integer);
+CREATE FUNCTION veil_private.t_trigger() RETURNS trigger LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp AS 'BEGIN RETURN NULL; END';
+CREATE TRIGGER t_trg AFTER INSERT ON veil_private.t_tab FOR EACH STATEMENT EXECUTE FUNCTION veil_private.t_trigger();
+ALTER TABLE veil_private.t_tab DISABLE TRIGGER t_trg;
+"""
+
+SYNTHETIC_REVISION = """
+CREATE FUNCTION veil_private.t_new() RETURNS integer LANGUAGE sql SET search_path = pg_catalog, pg_temp AS 'SELECT 2';
+CREATE TABLE veil_private.t_new_tab (id integer DEFAULT veil_private.t_new());
+DROP FUNCTION veil_private.t_f(integer);
+CREATE FUNCTION veil_private.t_f(b integer) RETURNS bigint LANGUAGE sql
+    SET search_path = pg_catalog, pg_temp AS 'SELECT b::bigint';
+GRANT EXECUTE ON FUNCTION veil_private.t_f(integer) TO {other};
+REVOKE ALL ON FUNCTION veil_private.t_g() FROM PUBLIC;
+DROP FUNCTION veil_private.t_gone(text);
+CREATE OR REPLACE VIEW veil_private.t_v WITH (security_barrier) AS SELECT 1 AS a, 2 AS b;
+CREATE FUNCTION veil_private.t_trigger_new() RETURNS trigger LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp AS 'BEGIN PERFORM veil_private.t_new(); RETURN NULL; END';
+DROP TRIGGER t_trg ON veil_private.t_tab;
+CREATE TRIGGER t_trg AFTER INSERT ON veil_private.t_tab FOR EACH STATEMENT EXECUTE FUNCTION veil_private.t_trigger_new();
+CREATE EVENT TRIGGER t_evt ON sql_drop EXECUTE FUNCTION veil_private.forget_dropped_objects();
+"""
+
+
+def test_the_revision_log_undoes_a_revision_exactly(toolkit):
+    reader, other = toolkit.role("reader"), toolkit.role("other")
+    toolkit.execute(BEFORE_SYNTHETIC_REVISION.format(reader=reader.name, other=other.name))
+    before = definitions(toolkit)
+    conn = toolkit.admin
+    with conn.transaction():
+        revision_log.record(conn, "t_synthetic", lambda: conn.execute(
+            SYNTHETIC_REVISION.format(reader=reader.name, other=other.name)))
+    logged = {(c.change, c.object.kind, c.object.identity) for c in revision_log.logged_changes(conn, "t_synthetic")}
+    assert {("created", "table", "veil_private.t_new_tab"), ("created", "event trigger", "t_evt"),
+            ("replaced", "routine", "veil_private.t_f(integer)"), ("replaced", "routine", "veil_private.t_g()"),
+            ("replaced", "view", "veil_private.t_v"), ("replaced", "trigger", "t_trg ON veil_private.t_tab"),
+            ("removed", "routine", "veil_private.t_gone(text)")} <= logged
+    assert definitions(toolkit) != before
+    with conn.transaction():
+        revision_log.undo(conn, "t_synthetic")
+    after = definitions(toolkit)
+    for key in before:
+        assert set(after[key]) ^ set(before[key]) == set(), key
+    assert not revision_log.logged_changes(conn, "t_synthetic")
+
+
+@pytest.mark.parametrize("statement", [
+    "ALTER TABLE veil_private.keys ADD CONSTRAINT t_positive CHECK (version > 0)",
+    "ALTER TABLE veil_private.keys ALTER COLUMN is_current SET DEFAULT true",
+    "COMMENT ON SCHEMA veil IS 'changed'",
+    "ALTER TABLE veil_private.consumers RENAME TO consumers_renamed",
+])
+def test_a_revision_that_changes_what_the_log_cannot_restore_is_refused(toolkit, statement):
+    before = definitions(toolkit)
+    conn = toolkit.admin
+    with pytest.raises(RuntimeError, match="cannot restore"), conn.transaction():
+        revision_log.record(conn, "t_refused", lambda: conn.execute(statement))
+    assert definitions(toolkit) == before
+
+
+def test_the_compiler_revision_refuses_to_downgrade_under_rules_the_old_generator_cannot_quote(demo):
+    demo.execute("SELECT veil.security_label('sanitized', 'COLUMN', 'public.customer.first_name',"
+                  " 'MASKED WITH VALUE ''$body$''')")
+    migrate.downgrade(demo.url, with_demo=True, target=RELEASE_0_1_0[1])
+    with pytest.raises(RuntimeError, match=r"streamed rules contain '\$body\$' \(public\.customer\.first_name\)"):
+        migrate.downgrade(demo.url, with_demo=True, target="0006_rules@-1")
+    assert {r[0] for r in demo.execute("SELECT version_num FROM pgveil_version")} == {"0006_rules", RELEASE_0_1_0[1]}
+    assert demo.scalar("SELECT to_regprocedure('veil_private.compile_rule(text, oid, smallint, text, text)')")

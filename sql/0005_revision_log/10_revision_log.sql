@@ -12,6 +12,7 @@ CREATE TABLE veil_private.revision_log (
     kind       text    NOT NULL,
     identity   text    NOT NULL,
     definition text,
+    owner      text,
     acl        text,
     comment    text,
     PRIMARY KEY (revision, position)

@@ -267,23 +267,34 @@ $$;
 -- view) join the current key once when a token is written out.
 CREATE FUNCTION veil_private.compiled_select(policy text, source oid, target text)
 RETURNS text
-LANGUAGE sql STABLE STRICT
+LANGUAGE plpgsql STABLE STRICT
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    selected text;
+BEGIN
+    -- compile_rule checks the target too, but is not called for a table without rules.
+    IF target NOT IN ('view', 'copy', 'rewrite', 'export') THEN
+        RAISE EXCEPTION 'pgveil: rules compile for view, copy, rewrite or export (got %)', pg_catalog.quote_literal(target);
+    END IF;
+    IF NOT EXISTS (SELECT FROM veil_private.policies p WHERE p.name = compiled_select.policy) THEN
+        RAISE EXCEPTION 'pgveil: there is no policy %', pg_catalog.quote_literal(policy);
+    END IF;
     SELECT pg_catalog.format('SELECT %s FROM %s AS src%s%s',
         coalesce(pg_catalog.string_agg(m.expression || ' AS ' || pg_catalog.quote_ident(a.attname), ', '
                                        ORDER BY a.attnum), ''),
         source::regclass,
-        CASE WHEN target <> 'view' AND pg_catalog.bool_or(m.expression ~ '\mveil_key\.')
-             THEN ', ' || veil_private.key_join() ELSE '' END,
+        CASE WHEN compiled_select.target <> 'view' AND pg_catalog.bool_or(t.is_token) THEN ', ' || veil_private.key_join() ELSE '' END,
         coalesce(' ' || pg_catalog.string_agg(m.join_clause, ' ' ORDER BY a.attnum), ''))
+    INTO selected
     FROM veil_private.policies p
     JOIN pg_catalog.pg_attribute a ON a.attrelid = source AND a.attnum > 0 AND NOT a.attisdropped
-    CROSS JOIN LATERAL veil_private.compile_rule(p.name, source, a.attnum, target) AS m
-    WHERE p.name = policy
-      AND (p.pass_through_unlabeled OR EXISTS (
-          SELECT FROM veil_private.column_rules r
-          WHERE r.policy = p.name AND r.relid = source AND r.attnum = a.attnum))
+    LEFT JOIN veil_private.column_rules r ON r.policy = p.name AND r.relid = source AND r.attnum = a.attnum
+    CROSS JOIN LATERAL veil_private.compile_rule(p.name, source, a.attnum, compiled_select.target) AS m
+    CROSS JOIN LATERAL (SELECT r.kind = 'function' AND veil_private.is_token_rule(r.expression) AS is_token) AS t
+    WHERE p.name = compiled_select.policy AND (p.pass_through_unlabeled OR r.policy IS NOT NULL);
+    RETURN selected;
+END
 $$;
 
 -- The compilers this one replaces (mask_column for views, compiled_column
