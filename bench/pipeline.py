@@ -35,11 +35,11 @@ import psycopg
 from psycopg import sql
 
 from consumer.follow import Change, Follower
+from demo.flow import login_urls
 from harness import bench_database, report
 from loader.fakes import Fakes
 from loader.runner import percentiles
 from loader.seed import seed
-from pgveil.demo import login_urls
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -1,8 +1,11 @@
 """Alembic environment for pgveil.
 
-The target comes from the caller (``pgveil install``), ``-x database_url=…``, else ``DATABASE_URL``, else the
-running sandbox. Preflight checks run before anything is changed, and their
-failures reach the user as one ``FAILED: …`` line from Alembic.
+The target: the URL the caller resolved (``pgveil.migrate`` passes it in
+``config.attributes["database_url"]`` and it is used as given), else — Alembic
+run from a checkout's command line — ``-x database_url=…``, else
+``DATABASE_URL``, else the running sandbox. Preflight checks run before
+anything is changed, and their failures reach the user as one ``FAILED: …``
+line from Alembic.
 """
 
 from __future__ import annotations
@@ -12,17 +15,17 @@ from logging.config import fileConfig
 from alembic import context
 from alembic.util import CommandError
 from sqlalchemy import create_engine
+from sqlalchemy.engine import Connection
 from sqlalchemy.pool import NullPool
 
 import pgveil.alembic_ops  # noqa: F401  (registers op.security_label, op.rotate_key)
 from pgveil import config as pgveil_config
 from pgveil import preflight
 from pgveil.errors import PgveilError
+from pgveil.migrate import VERSION_TABLE
 
-VERSION_TABLE = "pgveil_version"
 
-
-def run_migrations(connection) -> None:
+def run_migrations(connection: Connection) -> None:
     context.configure(
         connection=connection,
         version_table=VERSION_TABLE,
@@ -32,6 +35,14 @@ def run_migrations(connection) -> None:
     )
     with context.begin_transaction():
         context.run_migrations()
+
+
+def command_line_url() -> str:
+    """Alembic run directly: ``-x database_url=…``, else DATABASE_URL, else the running sandbox."""
+    from pgveil import sandbox  # only this entry point falls back to the sandbox
+
+    explicit = context.get_x_argument(as_dictionary=True).get("database_url")
+    return pgveil_config.database_url(explicit, fallback=sandbox.running_url)
 
 
 def main() -> None:
@@ -46,10 +57,7 @@ def main() -> None:
         run_migrations(connection)
         return
     try:
-        explicit = context.config.attributes.get("database_url") or context.get_x_argument(
-            as_dictionary=True
-        ).get("database_url")
-        url = pgveil_config.database_url(explicit)
+        url = context.config.attributes.get("database_url") or command_line_url()
         preflight.run(url)
     except PgveilError as exc:
         raise CommandError(str(exc)) from None

@@ -1,56 +1,30 @@
-"""The `pgveil` command line."""
+"""The `pgveil` command line: parses arguments, calls the services, renders their results.
+
+The target database is resolved here, once (:func:`pgveil.cli_common.target_url`),
+and passed down. The demo application's commands (`demo`, `load`, `consume`)
+are attached by :mod:`pgveil.cli_demo` when the demo application is importable:
+in a checkout, not from a wheel.
+"""
 
 from __future__ import annotations
 
-import functools
 import json
-import os
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
-import psycopg
 import typer
-from alembic.util import CommandError
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
-from sqlalchemy.exc import DBAPIError
 
-from consumer.cli import consume
-from loader.cli import load
-from pgveil import config, demo as demo_flow, inventory, migrate, preflight, sandbox, status, streaming
+from pgveil import preflight, sandbox
+from pgveil.cli_common import DatabaseUrl, err, out, reports_errors, target_url
 from pgveil.errors import PgveilError
+from pgveil.services import install as install_service
+from pgveil.services import masking, streaming
 
 app = typer.Typer(help="pgveil: in-database privacy toolkit for PostgreSQL.", no_args_is_help=True)
 sandbox_app = typer.Typer(help="A throwaway local PostgreSQL cluster.", no_args_is_help=True)
 app.add_typer(sandbox_app, name="sandbox")
-
-out = Console()
-err = Console(stderr=True)
-
-DatabaseUrl = Annotated[
-    Optional[str],
-    typer.Option("--database-url", help="postgresql:// URL; default: $DATABASE_URL, else the sandbox."),
-]
-
-
-def reports_errors(fn):
-    """Turn expected failures into one line on stderr and exit code 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except (PgveilError, CommandError) as exc:
-            err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        except (psycopg.Error, DBAPIError) as exc:
-            # A migration's database error reaches us wrapped by SQLAlchemy.
-            cause = exc.orig if isinstance(exc, DBAPIError) else exc
-            first_line = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-            err.print(f"[red]error:[/red] {escape(first_line)}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1)
-
-    return wrapper
 
 
 @sandbox_app.command("start")
@@ -82,7 +56,7 @@ def sandbox_stop() -> None:
 @reports_errors
 def preflight_command(database_url: DatabaseUrl = None) -> None:
     """Check that pgveil can be installed into the target database (changes nothing)."""
-    preflight.run(config.database_url(database_url))
+    install_service.preflight(target_url(database_url))
     out.print("[green]ok[/green]: pgveil can be installed here")
 
 
@@ -93,16 +67,22 @@ def install(
     locale: Annotated[str, typer.Option(help="Faker locale of the fake-value dictionaries.")] = "en_US",
 ) -> None:
     """Install or upgrade the toolkit (Alembic upgrade to the toolkit's head)."""
-    url = config.database_url(database_url)
-    migrate.upgrade(url, locale=locale)
-    _print_installed(url)
+    installed = install_service.install(target_url(database_url), locale=locale)
+    table = Table(title=f"pgveil {installed.version} installed")
+    table.add_column("schema")
+    table.add_column("objects")
+    table.add_column("count", justify="right")
+    for entry in installed.objects:
+        table.add_row(entry.schema, entry.kind, str(entry.count))
+    out.print(table)
 
 
 @app.command("uninstall")
 @reports_errors
 def uninstall(database_url: DatabaseUrl = None) -> None:
-    """Remove everything the toolkit installed (Alembic downgrade to base)."""
-    migrate.downgrade(config.database_url(database_url))
+    """Remove everything the toolkit installed (Alembic downgrade to base, and its version table)."""
+    if not install_service.uninstall(target_url(database_url)):
+        err.print("pgveil_version kept: it records revisions that are not pgveil's")
     out.print("pgveil removed")
 
 
@@ -114,7 +94,7 @@ def backfill(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Copy a streamed table's existing rows into its sanitized copy (resumable)."""
-    with preflight.connect(config.database_url(database_url), autocommit=True) as conn:
+    with preflight.connect(target_url(database_url), autocommit=True) as conn:
         total = streaming.estimated_rows(conn, table)
         columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
@@ -131,10 +111,9 @@ def rotate_key(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Make a new token key current, re-tokenize every sanitized copy, destroy the old key."""
-    with preflight.connect(config.database_url(database_url), autocommit=True) as conn:
+    with preflight.connect(target_url(database_url), autocommit=True) as conn:
         with err.status("re-tokenizing the sanitized copies…"):
-            conn.execute("CALL veil.rekey(%s)", (batch_size,))
-        version = conn.execute("SELECT version FROM veil.key_versions WHERE is_current").fetchone()[0]
+            version = streaming.rekey(conn, batch_size)
     out.print(f"key version {version} is current; older keys are destroyed")
 
 
@@ -145,21 +124,24 @@ def status_command(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Policies, masked roles and tables, streams, and problems (exit 1 when there are any)."""
-    with preflight.connect(config.database_url(database_url)) as conn:
-        report = status.gather(conn)
+    with preflight.connect(target_url(database_url)) as conn:
+        report = masking.status(conn)
     if as_json:
-        print(json.dumps(report, default=str, indent=2))
+        print(json.dumps(report.as_dict(), default=str, indent=2))
     else:
         _print_status(report)
-    if report["problems"]:
+    if report.problems:
         raise typer.Exit(1)
 
 
-def _print_status(report: dict) -> None:
-    titles = {"policies": "policies", "masked_roles": "masked roles", "masked_tables": "masked tables",
-              "streams": "streams", "problems": "problems"}
-    for section, title in titles.items():
-        rows = report[section]
+SECTION_TITLES = {"policies": "policies", "masked_roles": "masked roles", "masked_tables": "masked tables",
+                  "streams": "streams", "problems": "problems"}
+
+
+def _print_status(report: masking.StatusReport) -> None:
+    for section in report.sections():
+        title = SECTION_TITLES.get(section, section.replace("_", " "))
+        rows: list[dict[str, Any]] = report.rows(section)
         if not rows:
             out.print(f"{title}: none")
             continue
@@ -169,7 +151,7 @@ def _print_status(report: dict) -> None:
         for row in rows:
             table.add_row(*(escape(str(v)) for v in row.values()))
         out.print(table)
-    out.print(f"refresh after DDL: {report['refresh_after_ddl']}")
+    out.print(f"refresh after DDL: {report.refresh_after_ddl}")
 
 
 @app.command("refresh")
@@ -179,52 +161,24 @@ def refresh_command(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Rebuild mask views and re-apply masked roles (after DDL where pgveil has no event triggers)."""
-    with preflight.connect(config.database_url(database_url)) as conn:
-        rebuilt = status.refresh(conn, policy)
-        conn.commit()
+    with preflight.connect(target_url(database_url)) as conn:
+        rebuilt = masking.refresh(conn, policy)
     for name, count in rebuilt.items():
         out.print(f"{name}: {count} view(s) rebuilt")
 
 
-@app.command("demo")
-@reports_errors
-def demo(
-    keep: Annotated[bool, typer.Option("--keep", help="Leave the sandbox running afterwards.")] = False,
-) -> None:
-    """Install pgveil and the demo application, run live traffic, and show what each role sees."""
-    started_here = False
-    url = None
+def _attach_demo_commands(cli: typer.Typer) -> bool:
+    """Add `demo`, `load` and `consume` when the demo application is importable (a
+    checkout); a wheel ships the toolkit only. True when they were added."""
     try:
-        if not _database_url_given():
-            started_here = sandbox.status() is None
-            url = sandbox.start().url
-            err.print(f"sandbox: {url}", highlight=False)
-        url = config.database_url(url)
-        urls = demo_flow.run(url, out)
-        if keep or not started_here:
-            out.print("log in as the demo's roles (passwords are new each run):")
-            for role, role_url in urls.items():
-                out.print(f"  {role}: {role_url}", highlight=False, soft_wrap=True)
-    finally:
-        if started_here and not keep:
-            sandbox.stop()
-            err.print("sandbox stopped (use --keep to explore it)")
+        import pgveil.cli_demo as cli_demo
+    except ModuleNotFoundError as exc:
+        missing = (exc.name or "").split(".")[0]
+        if missing in ("demo", "loader", "consumer") or exc.name == "pgveil.cli_demo":
+            return False
+        raise
+    cli_demo.register(cli)
+    return True
 
 
-def _database_url_given() -> bool:
-    return bool(os.environ.get("DATABASE_URL"))
-
-
-# The demo application's two programs, also runnable as python -m loader / consumer.
-app.command("load")(load)
-app.command("consume")(consume)
-def _print_installed(url: str) -> None:
-    with preflight.connect(url) as conn:
-        version = inventory.installed_version(conn)
-        table = Table(title=f"pgveil {version} installed")
-        table.add_column("schema")
-        table.add_column("objects")
-        table.add_column("count", justify="right")
-        for schema, kind, count in inventory.objects_by_schema(conn):
-            table.add_row(schema, kind, str(count))
-        out.print(table)
+_attach_demo_commands(app)

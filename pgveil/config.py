@@ -1,15 +1,25 @@
-"""Where pgveil connects: ``--database-url``, else ``DATABASE_URL``, else the sandbox."""
+"""Database URLs: which one to use, checked, and as SQLAlchemy wants it.
+
+The target is the explicit URL (``--database-url``, ``-x database_url=…``),
+else ``DATABASE_URL``, else whatever the entry point's ``fallback`` gives.
+Entry points resolve it once and pass the URL down; the fallback (the running
+sandbox, for the demo and a checkout's ``alembic upgrade head``) is theirs to
+choose, so nothing here knows of the sandbox.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
-from pgveil import sandbox
 from pgveil.errors import PgveilError
+
+ENVIRONMENT_VARIABLE = "DATABASE_URL"
 
 
 def validate_url(url: str) -> str:
+    """``url`` itself when it is a postgresql:// URL; PgveilError naming the fix otherwise."""
     parts = urlsplit(url)
     if parts.scheme not in ("postgresql", "postgres"):
         raise PgveilError(
@@ -19,21 +29,23 @@ def validate_url(url: str) -> str:
     return url
 
 
-def database_url(explicit: str | None = None) -> str:
-    """The target database URL; raises PgveilError with the fix when there is none."""
-    url = explicit or os.environ.get("DATABASE_URL")
+def database_url(explicit: str | None = None, *, fallback: Callable[[], str] | None = None) -> str:
+    """The target database URL: ``explicit``, else ``$DATABASE_URL``, else ``fallback()``.
+
+    ``fallback`` raises PgveilError with the fix when it has no URL either;
+    without one, a missing URL is that error here.
+    """
+    url = explicit or os.environ.get(ENVIRONMENT_VARIABLE)
     if url:
         return validate_url(url)
-    running = sandbox.status()
-    if running is not None:
-        return running.url
+    if fallback is not None:
+        return validate_url(fallback())
     raise PgveilError(
-        "DATABASE_URL is not set and no sandbox is running — set DATABASE_URL=postgresql://… "
-        "or start one with `pgveil sandbox start`"
+        f"{ENVIRONMENT_VARIABLE} is not set — set {ENVIRONMENT_VARIABLE}=postgresql://user:password@host:5432/dbname"
     )
 
 
 def sqlalchemy_url(url: str) -> str:
     """The same URL for SQLAlchemy's psycopg 3 dialect."""
-    scheme, rest = url.split("://", 1)
+    _scheme, rest = url.split("://", 1)
     return f"postgresql+psycopg://{rest}"

@@ -1,4 +1,8 @@
-"""Run pgveil's Alembic migrations from Python (the CLI and the tests use this)."""
+"""Run pgveil's Alembic migrations from Python (the services, the demo and the tests use this).
+
+The caller passes the target URL, already resolved; the Alembic environment
+(``migrations/env.py``) uses it as given.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,10 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 
 from pgveil import resources
+
+# Alembic's record of the applied toolkit revisions, apart from an
+# application's own alembic_version.
+VERSION_TABLE = "pgveil_version"
 
 
 def alembic_config(database_url: str, *, with_demo: bool = False, locale: str | None = None) -> Config:
@@ -23,8 +31,8 @@ def alembic_config(database_url: str, *, with_demo: bool = False, locale: str | 
     return cfg
 
 
-def heads(cfg: Config) -> tuple[str, ...]:
-    return ScriptDirectory.from_config(cfg).get_heads()
+def heads(cfg: Config) -> list[str]:
+    return list(ScriptDirectory.from_config(cfg).get_heads())
 
 
 def upgrade(database_url: str, *, with_demo: bool = False, target: str = "head",

@@ -152,6 +152,18 @@ def status(root: Path | None = None) -> SandboxState | None:
     return state if _is_running(state, find_bindir()) else None
 
 
+def running_url() -> str:
+    """The running sandbox's URL: the entry points' fallback target when no database
+    URL is given (``pgveil.config.database_url(..., fallback=running_url)``)."""
+    running = status()
+    if running is None:
+        raise PgveilError(
+            "DATABASE_URL is not set and no sandbox is running — set DATABASE_URL=postgresql://… "
+            "or start one with `pgveil sandbox start`"
+        )
+    return running.url
+
+
 def start(root: Path | None = None, durable: bool = False) -> SandboxState:
     """Start the sandbox (or return the one already running). ``durable`` keeps
     fsync, synchronous_commit and full_page_writes on, as in production."""

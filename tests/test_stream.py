@@ -353,7 +353,7 @@ def test_token_columns_collate_c_and_not_masked_columns_keep_their_collation(dem
     demo.execute("UPDATE tagged SET label = label || '!'")
     assert_copies_equal_transform(demo, (
         # veil.token(label) inherits "POSIX" from label: comparing it with a "C"
-        # column takes an explicit COLLATE (the one case the README names).
+        # column takes an explicit COLLATE (the one case docs/streaming.md names).
         ('SELECT id, veil.token(label) COLLATE "C" AS label, secret FROM tagged',
          "SELECT id, label, secret FROM sanitized.tagged"),))
 

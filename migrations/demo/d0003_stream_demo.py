@@ -12,7 +12,7 @@ Revises: d0002_merge_core, 0003_stream
 
 from alembic import op
 
-from pgveil.demo_roles import drop_if_created, ensure_role, role_name
+from demo.roles import drop_if_created, ensure_role, role_name
 from pgveil.installer import driver_connection
 
 revision = "d0003_stream_demo"

@@ -13,7 +13,7 @@ Revises: d0004_mask_demo
 from alembic import op
 from psycopg import sql
 
-from pgveil.demo_roles import drop_if_created, ensure_role, role_name
+from demo.roles import drop_if_created, ensure_role, role_name
 from pgveil.installer import driver_connection
 
 revision = "d0005_app_traffic"

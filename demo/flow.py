@@ -13,7 +13,9 @@ import secrets
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
@@ -21,11 +23,14 @@ from psycopg import sql
 from rich.console import Console
 from rich.table import Table
 
+from consumer.boundary import Boundary
 from consumer.follow import Change, Follower
+from demo import roles as demo_roles
 from loader import runner, seed
 from loader.fakes import Fakes
 from loader.mix import DEFAULT_MIX, parse_mix
-from pgveil import demo_roles, migrate, preflight, streaming
+from pgveil import migrate, preflight
+from pgveil.services import streaming
 
 ROLES = ("app", "analyst", "consumer")
 SEED_CUSTOMERS = 1000
@@ -46,9 +51,9 @@ def role_url(url: str, role: str, password: str) -> str:
 class Arrivals:
     """What the consumer received, counted per second for the running commentary."""
 
-    changes: Counter = field(default_factory=Counter)
-    lags: list = field(default_factory=list)
-    total: Counter = field(default_factory=Counter)
+    changes: Counter[tuple[str, str]] = field(default_factory=Counter)
+    lags: list[float] = field(default_factory=list)
+    total: Counter[tuple[str, str]] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, change: Change) -> None:
@@ -61,7 +66,7 @@ class Arrivals:
             self.lags.extend(change.fetched_at - row["last_update"].timestamp()
                              for row in change.rows if row.get("last_update") is not None)
 
-    def take(self) -> Counter:
+    def take(self) -> Counter[tuple[str, str]]:
         with self.lock:
             taken, self.changes = self.changes, Counter()
         return taken
@@ -90,8 +95,10 @@ def run(url: str, out: Console) -> dict[str, str]:
         admin.autocommit = True
         for name in ("customer", "payment"):
             copied = streaming.backfill(admin, f"public.{name}", 5000)
-            raw, copy = admin.execute(sql.SQL("SELECT (SELECT count(*) FROM {}), (SELECT count(*) FROM {})").format(
+            counts = admin.execute(sql.SQL("SELECT (SELECT count(*) FROM {}), (SELECT count(*) FROM {})").format(
                 sql.Identifier("public", name), sql.Identifier("sanitized", name))).fetchone()
+            assert counts is not None
+            raw, copy = counts
             out.print(f"public.{name}: {raw} rows; sanitized.{name}: {copy} rows (backfill rewrote {copied})")
 
     out.rule(f"3. live traffic for {TRAFFIC_SECONDS} s as app, while the consumer follows sanitized.*")
@@ -116,9 +123,9 @@ def run(url: str, out: Console) -> dict[str, str]:
     return urls
 
 
-def login_urls(admin: psycopg.Connection, url: str, roles) -> dict[str, str]:
+def login_urls(admin: psycopg.Connection, url: str, roles: Iterable[str]) -> dict[str, str]:
     """A fresh password for each of the demo's ``roles``, and the URL to log in as it."""
-    urls = {}
+    urls: dict[str, str] = {}
     for role in roles:
         password = secrets.token_urlsafe(18)
         demo_roles.set_password(admin, role, password)
@@ -130,7 +137,7 @@ def _traffic(urls: dict[str, str], fakes: Fakes, out: Console) -> Arrivals:
     arrivals = Arrivals()
     stop_consumer = threading.Event()
 
-    def boundary_report(b) -> None:
+    def boundary_report(b: Boundary) -> None:
         out.print(f"consumer connected as {b.role}: cannot read {', '.join(b.refused)} (permission denied)")
 
     follower = Follower(lambda: psycopg.connect(urls["consumer"], autocommit=True), arrivals.add,
@@ -175,7 +182,7 @@ def _side_by_side(url: str, urls: dict[str, str], out: Console) -> None:
     tokens = [p[1] for p in picked]
     query = sql.SQL("SELECT {} FROM {} WHERE customer_id = ANY(%s)").format
     columns = sql.SQL(", ").join(map(sql.Identifier, FIELDS))
-    seen = {}
+    seen: dict[str, list[tuple[Any, ...]]] = {}
     with psycopg.connect(urls["app"]) as conn:
         seen["application"] = conn.execute(query(columns, sql.Identifier("public", "customer")), (ids,)).fetchall()
     with psycopg.connect(urls["analyst"]) as conn:

@@ -1,0 +1,57 @@
+"""What every `pgveil` command shares: its consoles, one-line errors, and the target URL."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Annotated, Optional, ParamSpec, TypeVar
+
+import psycopg
+import typer
+from alembic.util import CommandError
+from rich.console import Console
+from rich.markup import escape
+from sqlalchemy.exc import DBAPIError
+
+from pgveil import config, sandbox
+from pgveil.errors import PgveilError
+
+out = Console()
+err = Console(stderr=True)
+
+DatabaseUrl = Annotated[
+    Optional[str],
+    typer.Option("--database-url", help="postgresql:// URL; default: $DATABASE_URL, else the sandbox."),
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def target_url(explicit: str | None = None) -> str:
+    """The command's database: --database-url, else DATABASE_URL, else the running sandbox.
+    Resolved here, once; everything below gets the URL."""
+    return config.database_url(explicit, fallback=sandbox.running_url)
+
+
+def report_error(message: str) -> None:
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def reports_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """Turn expected failures into one line on stderr and exit code 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except (PgveilError, CommandError) as exc:
+            report_error(str(exc))
+        except (psycopg.Error, DBAPIError) as exc:
+            # A migration's database error reaches us wrapped by SQLAlchemy.
+            cause = exc.orig if isinstance(exc, DBAPIError) else exc
+            first_line = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+            report_error(first_line)
+        raise typer.Exit(1)
+
+    return wrapper
