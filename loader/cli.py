@@ -6,7 +6,7 @@ import json
 import random
 import signal
 import threading
-from typing import Annotated, Optional
+from typing import Annotated
 
 import psycopg
 import typer
@@ -28,6 +28,7 @@ def _positive(name: str, unit: str):
         if value is not None and not value > 0:
             raise typer.BadParameter(f"must be > 0 ({unit}), got {value}", param_hint=name)
         return value
+
     return check
 
 
@@ -39,24 +40,39 @@ def _mix(value: str) -> dict[str, float]:
 
 
 def load(
-    database_url: Annotated[Optional[str], typer.Option(
-        "--database-url", envvar="DATABASE_URL", show_envvar=True,
-        help="postgresql:// URL of the application's role (the demo's: app), never a superuser.")] = None,
-    rate: Annotated[Optional[float], typer.Option(
-        help="Target writes per second (rows inserted, updated or deleted); default: as fast as possible.",
-        callback=_positive("--rate", "writes per second"))] = None,
-    duration: Annotated[Optional[float], typer.Option(
-        help="Stop after this many seconds.", callback=_positive("--duration", "seconds"))] = None,
-    count: Annotated[Optional[int], typer.Option(
-        help="Stop after this many writes.", callback=_positive("--count", "writes"))] = None,
-    connections: Annotated[int, typer.Option(
-        help="Concurrent connections (one worker each).", min=1, max=64)] = 2,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url",
+            envvar="DATABASE_URL",
+            show_envvar=True,
+            help="postgresql:// URL of the application's role (the demo's: app), never a superuser.",
+        ),
+    ] = None,
+    rate: Annotated[
+        float | None,
+        typer.Option(
+            help="Target writes per second (rows inserted, updated or deleted); default: as fast as possible.",
+            callback=_positive("--rate", "writes per second"),
+        ),
+    ] = None,
+    duration: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds.", callback=_positive("--duration", "seconds"))
+    ] = None,
+    count: Annotated[
+        int | None, typer.Option(help="Stop after this many writes.", callback=_positive("--count", "writes"))
+    ] = None,
+    connections: Annotated[int, typer.Option(help="Concurrent connections (one worker each).", min=1, max=64)] = 2,
     batch: Annotated[int, typer.Option(help="Writes per transaction.", min=1, max=10_000)] = 20,
-    mix: Annotated[str, typer.Option(
-        help="Relative weights of the kinds of events: " + ", ".join(KINDS) + ".")] = DEFAULT_MIX,
-    seed_rows: Annotated[int, typer.Option(
-        "--seed-rows", help="First insert this many customers (each with an address and a payment) by COPY.",
-        min=0)] = 0,
+    mix: Annotated[
+        str, typer.Option(help="Relative weights of the kinds of events: " + ", ".join(KINDS) + ".")
+    ] = DEFAULT_MIX,
+    seed_rows: Annotated[
+        int,
+        typer.Option(
+            "--seed-rows", help="First insert this many customers (each with an address and a payment) by COPY.", min=0
+        ),
+    ] = 0,
     seed_value: Annotated[int, typer.Option("--seed", help="Random seed: same seed, same traffic.")] = 0,
     locale: Annotated[str, typer.Option(help="Faker locale of names and addresses.")] = "en_US",
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
@@ -66,8 +82,10 @@ def load(
     --duration or --count is reached or Ctrl-C (batches in flight finish or roll back)."""
     shares = _mix(mix)
     if not database_url:
-        raise _fail("no database URL: pass --database-url or set DATABASE_URL to the application's "
-                    "role (`pgveil demo --keep` prints the demo's)")
+        raise _fail(
+            "no database URL: pass --database-url or set DATABASE_URL to the application's "
+            "role (`pgveil demo --keep` prints the demo's)"
+        )
     try:
         fakes = Fakes(seed_value, locale)
     except LocaleError as exc:
@@ -101,8 +119,9 @@ def _run(settings: runner.Settings, fakes: Fakes, stop: threading.Event, live: b
     if not live:
         return runner.run(settings, fakes, stop)
     with Live(console=err, refresh_per_second=4, transient=True) as view:
-        return runner.run(settings, fakes, stop,
-                          on_tick=lambda stats: view.update(summary_table(stats.summary(), settings.rate)))
+        return runner.run(
+            settings, fakes, stop, on_tick=lambda stats: view.update(summary_table(stats.summary(), settings.rate))
+        )
 
 
 def summary_table(summary: dict, rate: float | None) -> Table:
@@ -117,7 +136,9 @@ def summary_table(summary: dict, rate: float | None) -> Table:
     table.add_row("transactions", f"{summary['transactions']}")
     latency = summary["latency_ms"]
     if latency["p50"] is not None:
-        table.add_row("latency p50 / p95 / p99", f"{latency['p50']:.1f} / {latency['p95']:.1f} / {latency['p99']:.1f} ms")
+        table.add_row(
+            "latency p50 / p95 / p99", f"{latency['p50']:.1f} / {latency['p95']:.1f} / {latency['p99']:.1f} ms"
+        )
     for kind, events in sorted(summary["events"].items()):
         table.add_row(f"  {kind}", f"{events} events, {summary['writes_by_kind'].get(kind, 0)} writes")
     failed = sum(summary["failed"].values())

@@ -37,8 +37,9 @@ class Fakes:
         self.last_names = [fake.last_name() for _ in pool]
         self.streets = [fake.street_address() for _ in pool]
         self.cities = [fake.city() for _ in pool]
-        self.districts = [fake.administrative_unit() if hasattr(fake, "administrative_unit") else fake.city()
-                          for _ in pool]
+        self.districts = [
+            fake.administrative_unit() if hasattr(fake, "administrative_unit") else fake.city() for _ in pool
+        ]
         self.postcodes = [fake.postcode() for _ in pool]
         self.phones = [fake.phone_number() for _ in pool]
         self.domains = [fake.free_email_domain() for _ in range(20)]
@@ -51,8 +52,13 @@ class Fakes:
 
     def address(self, rng: random.Random) -> tuple[str, str, str, str, str]:
         """(address, district, city, postal_code, phone)"""
-        return (rng.choice(self.streets), rng.choice(self.districts), rng.choice(self.cities),
-                rng.choice(self.postcodes), rng.choice(self.phones))
+        return (
+            rng.choice(self.streets),
+            rng.choice(self.districts),
+            rng.choice(self.cities),
+            rng.choice(self.postcodes),
+            rng.choice(self.phones),
+        )
 
     def customer(self, rng: random.Random) -> tuple:
         """(address, district, city, postal_code, phone, store_id, first_name, last_name, email)"""

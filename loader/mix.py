@@ -13,17 +13,22 @@ class Kind:
     help: str
 
 
-KINDS = {k.name: k for k in (
-    Kind("insert_customer", 2, False, "a new customer with a new address"),
-    Kind("insert_payment", 1, True, "a payment by an existing customer"),
-    Kind("update_email", 1, True, "a customer changes their email"),
-    Kind("update_name", 1, True, "a customer changes their name"),
-    Kind("update_active", 1, True, "a customer is (de)activated"),
-    Kind("change_key", 1, True, "a customer gets a new customer_id (payments follow by ON UPDATE CASCADE)"),
-    Kind("delete_customer", 2, True, "an erasure request: the customer and their address (payments cascade)"),
-)}
+KINDS = {
+    k.name: k
+    for k in (
+        Kind("insert_customer", 2, False, "a new customer with a new address"),
+        Kind("insert_payment", 1, True, "a payment by an existing customer"),
+        Kind("update_email", 1, True, "a customer changes their email"),
+        Kind("update_name", 1, True, "a customer changes their name"),
+        Kind("update_active", 1, True, "a customer is (de)activated"),
+        Kind("change_key", 1, True, "a customer gets a new customer_id (payments follow by ON UPDATE CASCADE)"),
+        Kind("delete_customer", 2, True, "an erasure request: the customer and their address (payments cascade)"),
+    )
+}
 
-DEFAULT_MIX = "insert_customer=15,insert_payment=40,update_email=10,update_name=5,update_active=20,change_key=2,delete_customer=8"
+DEFAULT_MIX = (
+    "insert_customer=15,insert_payment=40,update_email=10,update_name=5,update_active=20,change_key=2,delete_customer=8"
+)
 
 
 class MixError(ValueError):

@@ -1,14 +1,17 @@
 """Workers that play the application: paced batches, one transaction each.
 
 Each worker has its own connection and its own customers (those it inserted,
-plus seeded ones by customer_id modulo the number of workers), so that
-workers never update or delete the same row and cannot deadlock each other.
+plus those there were when the run started, by customer_id modulo the number
+of workers), so that workers never update or delete the same row and cannot
+deadlock each other.
 
 A batch is one transaction: it commits whole or not at all. When the
 connection breaks, the worker reconnects and asks the server what became of
 the batch's transaction (pg_xact_status): committed batches are counted,
 aborted ones are run again (they left nothing behind, so nothing is inserted
 twice), and a batch whose fate cannot be known is reported lost, never rerun.
+An xid reported committed counts only if the batch's writes are there: after a
+crash, the server may have handed the batch's xid to another transaction.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import threading
 import time
 from array import array
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import psycopg
@@ -42,29 +46,47 @@ class Settings:
 
 class Pacer:
     """Hands out writes: no more than ``count`` in all, none after the deadline,
-    and spaced to ``rate`` per second."""
+    and spaced to ``rate`` per second.
 
-    def __init__(self, rate: float | None, count: int | None, duration: float | None):
+    The rate is a ceiling: a grant of n writes starts n/rate seconds after the
+    one before it at the earliest, so that no span of time gets more than rate
+    writes a second (plus the batch in hand). Workers that keep up start their
+    batches on that schedule, and the rate is met; a worker that falls behind
+    starts at once, and the schedule restarts from then: writes missed while
+    the server was slow are not made up in a burst."""
+
+    def __init__(
+        self, rate: float | None, count: int | None, duration: float | None, clock: Callable[[], float] = time.monotonic
+    ):
         self._lock = threading.Lock()
+        self.clock = clock
         self._rate = rate
         self._left = count
-        self._deadline = None if duration is None else time.monotonic() + duration
-        self._next = time.monotonic()
+        now = clock()
+        self._deadline = None if duration is None else now + duration
+        # The schedule: grants start at origin + writes granted since origin / rate
+        # (reckoned from the origin, not added up grant by grant, so that rounding
+        # errors do not add up into a grant more before the deadline).
+        self._origin = now
+        self._scheduled = 0
 
     def reserve(self, wanted: int) -> tuple[int, float] | None:
-        """(writes granted, monotonic time to start them), or None when the run is over."""
+        """(writes granted, time on ``clock`` to start them), or None when the run is over."""
         with self._lock:
-            now = time.monotonic()
-            if self._deadline is not None and max(now, self._next) >= self._deadline:
+            now = self.clock()
+            due = self._origin + self._scheduled / self._rate if self._rate else now
+            start = max(now, due)
+            if self._deadline is not None and start >= self._deadline:
                 return None
             granted = wanted if self._left is None else min(wanted, self._left)
             if granted <= 0:
                 return None
             if self._left is not None:
                 self._left -= granted
-            start = max(now, self._next)
             if self._rate:
-                self._next = start + granted / self._rate
+                if now > due:  # behind schedule: it restarts from now
+                    self._origin, self._scheduled = now, 0
+                self._scheduled += granted
             return granted, start
 
     def give_back(self, writes: int) -> None:
@@ -127,7 +149,10 @@ class Stats:
             latencies = list(self.latencies)
         quantiles = (0.5, 0.95, 0.99)
         values = percentiles(latencies, *quantiles) if latencies else [None] * len(quantiles)
-        ms = {f"p{int(q * 100)}": None if v is None else round(v * 1000, 2) for q, v in zip(quantiles, values)}
+        ms = {
+            f"p{int(q * 100)}": None if v is None else round(v * 1000, 2)
+            for q, v in zip(quantiles, values, strict=True)
+        }
         return {
             "elapsed_s": round(elapsed, 3),
             "writes": self.total_writes(),
@@ -182,14 +207,22 @@ class Connector:
 
 
 class Worker(threading.Thread):
-    def __init__(self, index: int, settings: Settings, pacer: Pacer, stats: Stats,
-                 stop: threading.Event, fakes: Fakes):
+    def __init__(
+        self,
+        index: int,
+        settings: Settings,
+        pacer: Pacer,
+        stats: Stats,
+        stop: threading.Event,
+        fakes: Fakes,
+        customers: array[int],
+    ):
         super().__init__(name=f"loader-{index}", daemon=True)
         self.index, self.settings, self.pacer, self.stats, self.stop = index, settings, pacer, stats, stop
         self.fakes = fakes
         self.rng = random.Random(f"{settings.seed}/{index}")
         self.connector = Connector(settings.url, settings.reconnect_timeout, stop)
-        self.customers = array("l")  # this worker's customer ids
+        self.customers = customers  # this worker's customer ids, its alone
         self.kinds = list(settings.mix)
         self.weights = [settings.mix[k] for k in self.kinds]
 
@@ -203,8 +236,6 @@ class Worker(threading.Thread):
     def _run(self) -> None:
         conn = self.connector.connect()
         try:
-            self.customers.extend(r[0] for r in conn.execute(
-                statements.CUSTOMERS_OF_WORKER, (self.settings.connections, self.index)))
             pending: Batch | None = None
             while not self.stop.is_set():
                 if pending is None:
@@ -212,7 +243,7 @@ class Worker(threading.Thread):
                     if grant is None:
                         return
                     writes, start = grant
-                    if self.stop.wait(max(0.0, start - time.monotonic())):
+                    if self.stop.wait(max(0.0, start - self.pacer.clock())):
                         self.pacer.give_back(writes)
                         return
                     pending = self._plan(writes)
@@ -260,8 +291,11 @@ class Worker(threading.Thread):
             if kind.needs_customer and len(taken) >= free:
                 kind = KINDS["insert_customer"]
             if kind.writes > room:
-                fitting = [k for k in self.kinds if KINDS[k].writes <= room
-                           and (not KINDS[k].needs_customer or len(taken) < free)]
+                fitting = [
+                    k
+                    for k in self.kinds
+                    if KINDS[k].writes <= room and (not KINDS[k].needs_customer or len(taken) < free)
+                ]
                 if not fitting:
                     break
                 kind = KINDS[self.rng.choice(fitting)]
@@ -301,8 +335,11 @@ class Worker(threading.Thread):
             pipeline.sync()
             batch.xid = xid.fetchone()[0]
             # One statement per kind, its arguments as arrays: one per column.
-            cursors = {kind: conn.execute(statement, [list(column) for column in zip(*batch.arguments[kind])])
-                       for kind, statement in statements.BY_KIND.items() if kind in batch.arguments}
+            cursors = {
+                kind: conn.execute(statement, [list(column) for column in zip(*batch.arguments[kind], strict=True)])
+                for kind, statement in statements.BY_KIND.items()
+                if kind in batch.arguments
+            }
             conn.execute("COMMIT")
         written: Counter = Counter()
         for kind, cursor in cursors.items():
@@ -313,7 +350,7 @@ class Worker(threading.Thread):
             elif kind == "change_key":
                 moved = dict(cursor.fetchall())
                 written[kind] = len(moved)
-                for slot, (old,) in zip(batch.slots[kind], batch.arguments[kind]):
+                for slot, (old,) in zip(batch.slots[kind], batch.arguments[kind], strict=True):
                     if old in moved:
                         self.customers[slot] = moved[old]
             elif kind == "delete_customer":
@@ -343,7 +380,7 @@ class Worker(threading.Thread):
         if batch.xid is None:  # COMMIT is only sent once the xid is known: nothing committed
             self.stats.note(retried=1)
             return batch
-        fate = self._fate(conn, batch.xid)
+        fate = self._fate(conn, batch)
         batch.xid = None
         if fate == "committed":
             # Which rows each statement touched is unknown: count the planned
@@ -358,21 +395,49 @@ class Worker(threading.Thread):
         self._lost(batch)
         return None
 
-    def _fate(self, conn: psycopg.Connection, xid: str) -> str | None:
-        """committed, aborted, or None when it cannot be known."""
+    def _fate(self, conn: psycopg.Connection, batch: Batch) -> str | None:
+        """committed, aborted, or None when it cannot be known.
+
+        pg_xact_status tells what became of the batch's xid, which is not always
+        what became of the batch: a crash loses the WAL not yet written, and with
+        it the xids of the transactions it caught before their COMMIT was durable;
+        the server hands those xids out again. So the batch's xid may be another
+        transaction's by now, and "committed" is believed only if the batch's
+        writes are there. The other answers need no such check: an xid in the
+        future, or another transaction's aborted or running, means the batch's
+        own never committed."""
         deadline = time.monotonic() + 5
         while True:
             try:
-                fate = conn.execute("SELECT pg_catalog.pg_xact_status(%s::xid8)", (xid,)).fetchone()[0]
+                fate = conn.execute(statements.XACT_STATUS, (batch.xid,)).fetchone()[0]
             except psycopg.errors.InvalidParameterValue:
                 # "in the future": after a crash the server has no record of
                 # the transaction, so it never committed (asynchronous commit aside).
                 return "aborted"
+            if fate == "committed":
+                return "committed" if self._written(conn, batch) else "aborted"
+            if fate == "aborted":
+                return "aborted"
             # "in progress": the old session's backend has not noticed yet that
-            # its client left (it then aborts the transaction).
-            if fate != "in progress" or time.monotonic() > deadline:
-                return fate if fate in ("committed", "aborted") else None
+            # its client left (it then commits if the COMMIT reached it, else
+            # aborts), or, after a crash, another transaction has the xid.
+            if time.monotonic() > deadline:
+                return None
             time.sleep(0.1)
+
+    def _written(self, conn: psycopg.Connection, batch: Batch) -> bool:
+        """Whether the database holds the writes of the batch, whose xid the server
+        reports committed. One event tells (a batch commits whole or not at all): it
+        acts on this worker's customers, which nobody else writes, and the worker
+        has written nothing since the batch."""
+        kind = next(k for k in statements.EVIDENCE if k in batch.arguments)
+        arguments = batch.arguments[kind][0]
+        if kind == "insert_customer":
+            values = dict(zip(statements.NEW_CUSTOMER_COLUMNS, arguments, strict=True))
+        else:
+            values = {"customer": arguments[0]}
+        (row,) = conn.execute(statements.EVIDENCE[kind], {**values, "xid": batch.xid}).fetchall()
+        return bool(row[0])
 
     def _planned(self, batch: Batch) -> Counter:
         return Counter({k: n * KINDS[k].writes for k, n in batch.events.items()})
@@ -400,20 +465,33 @@ def check_role(conn: psycopg.Connection) -> str:
     if is_super:
         raise LoaderError(
             f"{role} is a superuser; the loader plays the application and connects as the "
-            "application's role (the demo's is app: postgresql://app:…@host/db)")
+            "application's role (the demo's is app: postgresql://app:…@host/db)"
+        )
     if not writes:
-        raise LoaderError(f"{role} may not insert, update and delete in public.customer; "
-                          "connect as the application's role (the demo's is app)")
+        raise LoaderError(
+            f"{role} may not insert, update and delete in public.customer; "
+            "connect as the application's role (the demo's is app)"
+        )
     return role
 
 
-def run(settings: Settings, fakes: Fakes, stop: threading.Event,
-        on_tick=lambda stats: None, tick: float = 0.5) -> Stats:
+def run(
+    settings: Settings, fakes: Fakes, stop: threading.Event, on_tick=lambda stats: None, tick: float = 0.5
+) -> Stats:
     """Run the workers until the duration or count is reached, a worker fails, or
     ``stop`` is set (Ctrl-C sets it: batches in flight finish or roll back)."""
     stats = Stats()
+    shares: list[array[int]] = [array("l") for _ in range(settings.connections)]
+    try:
+        with Connector(settings.url, settings.reconnect_timeout, stop).connect() as conn:
+            for (customer,) in conn.execute(statements.CUSTOMERS):
+                shares[customer % settings.connections].append(customer)
+    except psycopg.Error as exc:
+        stats.fatal = f"reading the customers: {type(exc).__name__}: {exc}"
+        stats.finished = time.monotonic()
+        return stats
     pacer = Pacer(settings.rate, settings.count, settings.duration)
-    workers = [Worker(i, settings, pacer, stats, stop, fakes) for i in range(settings.connections)]
+    workers = [Worker(i, settings, pacer, stats, stop, fakes, shares[i]) for i in range(settings.connections)]
     for worker in workers:
         worker.start()
     try:

@@ -18,12 +18,22 @@ CHUNK = 10_000
 
 
 def _reserve(conn: psycopg.Connection, sequence: str, count: int) -> list[int]:
-    return [r[0] for r in conn.execute(
-        "SELECT pg_catalog.nextval(%s::regclass) FROM pg_catalog.generate_series(1, %s)", (sequence, count))]
+    return [
+        r[0]
+        for r in conn.execute(
+            "SELECT pg_catalog.nextval(%s::regclass) FROM pg_catalog.generate_series(1, %s)", (sequence, count)
+        )
+    ]
 
 
-def seed(conn: psycopg.Connection, customers: int, fakes: Fakes, rng: random.Random,
-         stop: threading.Event | None = None, progress: Callable[[int], None] = lambda n: None) -> int:
+def seed(
+    conn: psycopg.Connection,
+    customers: int,
+    fakes: Fakes,
+    rng: random.Random,
+    stop: threading.Event | None = None,
+    progress: Callable[[int], None] = lambda n: None,
+) -> int:
     """Insert up to ``customers`` customers; returns how many were committed."""
     done = 0
     while done < customers and not (stop and stop.is_set()):
@@ -35,12 +45,12 @@ def seed(conn: psycopg.Connection, customers: int, fakes: Fakes, rng: random.Ran
             with conn.cursor().copy(
                 "COPY public.address (address_id, address, district, city, postal_code, phone) FROM STDIN"
             ) as copy:
-                for address_id, row in zip(address_ids, rows):
+                for address_id, row in zip(address_ids, rows, strict=True):
                     copy.write_row((address_id, *row[:5]))
             with conn.cursor().copy(
                 "COPY public.customer (customer_id, store_id, first_name, last_name, email, address_id) FROM STDIN"
             ) as copy:
-                for customer_id, address_id, row in zip(customer_ids, address_ids, rows):
+                for customer_id, address_id, row in zip(customer_ids, address_ids, rows, strict=True):
                     copy.write_row((customer_id, *row[5:], address_id))
             with conn.cursor().copy("COPY public.payment (customer_id, amount) FROM STDIN") as copy:
                 for customer_id in customer_ids:

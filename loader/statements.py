@@ -65,8 +65,11 @@ WITH gone AS (
 SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM addresses)
 """
 
-CUSTOMERS_OF_WORKER = """
-SELECT customer_id FROM public.customer WHERE customer_id %% %s = %s
+# Read once, before any worker starts, and shared out by customer_id modulo the
+# number of workers: a worker that read its share after another worker had
+# started would also claim the customers that one inserted.
+CUSTOMERS = """
+SELECT customer_id FROM public.customer
 """
 
 # Each kind's statement, in the order a batch runs them: inserts first, erasures last.
@@ -78,4 +81,62 @@ BY_KIND = {
     "update_active": TOGGLE_ACTIVE,
     "change_key": CHANGE_KEYS,
     "delete_customer": DELETE_CUSTOMERS,
+}
+
+# After a lost connection, what became of a batch's transaction is asked of the
+# server by its xid. pg_xact_status answers for the xid, though, and a crash
+# makes the server hand out again the xids that had not reached its WAL: an xid
+# it reports committed may be another transaction's. One event of the batch then
+# tells whether it was the batch's (a batch commits whole or not at all), by what
+# the event left in rows that only the batch's worker writes. The evidence per
+# kind (%(xid)s: the batch's xid8); the kinds looked up by key come first.
+XACT_STATUS = "SELECT pg_catalog.pg_xact_status(%s::pg_catalog.xid8)"
+
+_WRITTEN_BY = "xmin = pg_catalog.xid(%(xid)s::pg_catalog.xid8)"
+
+# The customer's row is the version the transaction wrote.
+CUSTOMER_WRITTEN = f"""
+SELECT EXISTS (SELECT FROM public.customer WHERE customer_id = %(customer)s AND {_WRITTEN_BY})
+"""
+
+# The customer is gone: erased, or moved to a new customer_id.
+CUSTOMER_GONE = """
+SELECT NOT EXISTS (SELECT FROM public.customer WHERE customer_id = %(customer)s)
+"""
+
+PAYMENT_WRITTEN = f"""
+SELECT EXISTS (SELECT FROM public.payment WHERE customer_id = %(customer)s AND {_WRITTEN_BY})
+"""
+
+# The new customer (its id is unknown): its name, email and address, written by the transaction.
+NEW_CUSTOMER_WRITTEN = f"""
+SELECT EXISTS (
+    SELECT FROM public.customer AS c JOIN public.address AS a USING (address_id)
+    WHERE c.{_WRITTEN_BY} AND a.{_WRITTEN_BY}
+      AND c.first_name = %(first_name)s AND c.last_name = %(last_name)s AND c.email = %(email)s
+      AND a.address = %(address)s AND a.phone = %(phone)s
+)
+"""
+
+# The columns of an insert_customer event's arguments, in INSERT_CUSTOMERS' order.
+NEW_CUSTOMER_COLUMNS = (
+    "address",
+    "district",
+    "city",
+    "postal_code",
+    "phone",
+    "store_id",
+    "first_name",
+    "last_name",
+    "email",
+)
+
+EVIDENCE = {
+    "update_email": CUSTOMER_WRITTEN,
+    "update_name": CUSTOMER_WRITTEN,
+    "update_active": CUSTOMER_WRITTEN,
+    "change_key": CUSTOMER_GONE,
+    "delete_customer": CUSTOMER_GONE,
+    "insert_payment": PAYMENT_WRITTEN,
+    "insert_customer": NEW_CUSTOMER_WRITTEN,
 }
