@@ -13,7 +13,6 @@ import argparse
 import time
 
 import psycopg
-
 from harness import bench_database
 
 BASELINE = "md5(email)"
@@ -37,9 +36,12 @@ CASES = [
 
 def compiled_token_rule(conn: psycopg.Connection) -> str:
     """The SQL a stream trigger runs for the rule veil.token(email)."""
-    conn.execute("SELECT veil.security_label('sanitized', 'COLUMN', 'bench.t.email', 'MASKED WITH FUNCTION veil.token(email)')")
+    conn.execute(
+        "SELECT veil.security_label('sanitized', 'COLUMN', 'bench.t.email', 'MASKED WITH FUNCTION veil.token(email)')"
+    )
     return conn.execute(
-        "SELECT veil_private.compiled_column('sanitized', 'bench.t'::regclass, 2::smallint, 'src')").fetchone()[0]
+        "SELECT veil_private.compiled_column('sanitized', 'bench.t'::regclass, 2::smallint, 'src')"
+    ).fetchone()[0]
 
 
 def timed(conn: psycopg.Connection, expression: str, repeats: int = 3) -> float:

@@ -27,9 +27,8 @@ import statistics
 import time
 
 import psycopg
-from psycopg import sql
-
 from harness import bench_database
+from psycopg import sql
 
 SCHEMA = """
 CREATE TABLE public.customer (
@@ -63,12 +62,24 @@ RULES = {
 QUERIES = [
     ("count(*) WHERE store_id = 1", "SELECT count(*) FROM customer WHERE store_id = 1", 1.2),
     ("SELECT * (all rows to client)", "COPY (SELECT * FROM customer) TO STDOUT", 4.0),
-    ("join orders, by store", "SELECT c.store_id, count(*), sum(o.amount) FROM customer c"
-                              " JOIN orders o ON o.customer_id = c.customer_id GROUP BY c.store_id", 1.5),
-    ("join orders, with email", "COPY (SELECT o.order_id, c.email, o.amount FROM customer c"
-                                " JOIN orders o ON o.customer_id = c.customer_id) TO STDOUT", 1.5),
-    ("one order with its customer", "SELECT c.email, o.amount FROM customer c"
-                                    " JOIN orders o ON o.customer_id = c.customer_id WHERE o.order_id = 12345", 1.5),
+    (
+        "join orders, by store",
+        "SELECT c.store_id, count(*), sum(o.amount) FROM customer c"
+        " JOIN orders o ON o.customer_id = c.customer_id GROUP BY c.store_id",
+        1.5,
+    ),
+    (
+        "join orders, with email",
+        "COPY (SELECT o.order_id, c.email, o.amount FROM customer c"
+        " JOIN orders o ON o.customer_id = c.customer_id) TO STDOUT",
+        1.5,
+    ),
+    (
+        "one order with its customer",
+        "SELECT c.email, o.amount FROM customer c"
+        " JOIN orders o ON o.customer_id = c.customer_id WHERE o.order_id = 12345",
+        1.5,
+    ),
 ]
 
 
@@ -101,8 +112,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--security-barrier", action="store_true",
-                        help="generate the mask views WITH (security_barrier), to see what it costs")
+    parser.add_argument(
+        "--security-barrier",
+        action="store_true",
+        help="generate the mask views WITH (security_barrier), to see what it costs",
+    )
     args = parser.parse_args()
     with bench_database("bench_masking") as url:
         print(f"building {args.customers:,} customers, {2 * args.customers:,} orders …", flush=True)
@@ -122,8 +136,10 @@ def main() -> None:
                         masked_times.append(run(masked, query))
                     r, m = statistics.median(raw_times), statistics.median(masked_times)
                     verdict = "met" if m / r <= target else "MISSED"
-                    print(f"{name:32} {r * 1000:7.1f}ms {m * 1000:7.1f}ms {m / r:5.2f}x {target:5.1f}x  {verdict}",
-                          flush=True)
+                    print(
+                        f"{name:32} {r * 1000:7.1f}ms {m * 1000:7.1f}ms {m / r:5.2f}x {target:5.1f}x  {verdict}",
+                        flush=True,
+                    )
         finally:
             with psycopg.connect(url, autocommit=True) as conn:
                 conn.execute("SELECT veil.security_label('mask', 'ROLE', 'bench_analyst', NULL)")

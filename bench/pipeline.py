@@ -32,11 +32,11 @@ import time
 from pathlib import Path
 
 import psycopg
+from harness import bench_database, report
 from psycopg import sql
 
 from consumer.follow import Change, Follower
 from demo.flow import login_urls
-from harness import bench_database, report
 from loader.fakes import Fakes
 from loader.runner import percentiles
 from loader.seed import seed
@@ -46,8 +46,13 @@ REPO = Path(__file__).resolve().parent.parent
 
 def run_loader(url: str, *args: str) -> dict:
     """The loader as a program of its own (its RSS is then its own); returns its summary."""
-    done = subprocess.run([sys.executable, "-m", "loader", "--database-url", url, "--quiet", "--json", *args],
-                          cwd=REPO, capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "loader", "--database-url", url, "--quiet", "--json", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -63,8 +68,9 @@ class Poller(threading.Thread):
         with psycopg.connect(self.url, autocommit=True) as conn:
             mark = conn.execute("SELECT now()").fetchone()[0]
             while not self.stop.wait(self.interval):
-                rows = conn.execute("SELECT last_update FROM sanitized.customer WHERE last_update > %s",
-                                    (mark,)).fetchall()
+                rows = conn.execute(
+                    "SELECT last_update FROM sanitized.customer WHERE last_update > %s", (mark,)
+                ).fetchall()
                 now = time.time()
                 self.lags += [now - r[0].timestamp() for r in rows]
                 mark = max([mark, *(r[0] for r in rows)])
@@ -74,8 +80,11 @@ def latency(app: str, consumer: str, seconds: int) -> bool:
     lags: list[float] = []
 
     def arrived(change: Change) -> None:
-        lags.extend(change.fetched_at - r["last_update"].timestamp() for r in change.rows
-                    if change.table == "customer" and not change.catch_up)
+        lags.extend(
+            change.fetched_at - r["last_update"].timestamp()
+            for r in change.rows
+            if change.table == "customer" and not change.catch_up
+        )
 
     stop = threading.Event()
     follower = Follower(lambda: psycopg.connect(consumer, autocommit=True), arrived, stop)
@@ -89,8 +98,10 @@ def latency(app: str, consumer: str, seconds: int) -> bool:
     stop.set()
     following.join()
     poller.join()
-    print(f"loader at --rate 500: {summary['writes_per_s']:.0f} writes/s for {summary['elapsed_s']:.0f} s;"
-          f" consumer fetched {len(lags)} customer rows, poller {len(poller.lags)}")
+    print(
+        f"loader at --rate 500: {summary['writes_per_s']:.0f} writes/s for {summary['elapsed_s']:.0f} s;"
+        f" consumer fetched {len(lags)} customer rows, poller {len(poller.lags)}"
+    )
     p50, p95 = percentiles(lags, 0.5, 0.95)
     poll50, poll95 = percentiles(poller.lags, 0.5, 0.95)
     report("  consumer (change feed) lag p50", 1000 * p50, " ms", "", True)
@@ -112,9 +123,11 @@ def throughput(admin: psycopg.Connection, app: str, seconds: int) -> bool:
     for table in streamed_tables:  # as the demo's revisions left them, for their downgrade
         admin.execute("SELECT veil.stream(%s::regclass)", (table,))
     for label, summary in (("streaming on", streamed), ("streaming off", plain)):
-        print(f"loader as fast as it goes, {label}: {summary['writes']} writes in {summary['elapsed_s']:.0f} s,"
-              f" transaction latency p50 {summary['latency_ms']['p50']} ms, p95 {summary['latency_ms']['p95']} ms,"
-              f" failed {sum(summary['failed'].values())}")
+        print(
+            f"loader as fast as it goes, {label}: {summary['writes']} writes in {summary['elapsed_s']:.0f} s,"
+            f" transaction latency p50 {summary['latency_ms']['p50']} ms, p95 {summary['latency_ms']['p95']} ms,"
+            f" failed {sum(summary['failed'].values())}"
+        )
     ok = report("  writes/s, streaming on", streamed["writes_per_s"], "", ">= 2000", streamed["writes_per_s"] >= 2000)
     report("  writes/s, streaming off", plain["writes_per_s"], "", "", True)
     report("  streaming on / off", streamed["writes_per_s"] / plain["writes_per_s"], "x", "", True)
@@ -127,19 +140,21 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=30)
     parser.add_argument("--customers", type=int, default=100_000)
     args = parser.parse_args()
-    with bench_database("bench_pipeline", with_demo=True) as url:
-        with psycopg.connect(url, autocommit=True) as admin:
-            admin.execute(sql.SQL("ALTER DATABASE {} SET synchronous_commit = on").format(
-                sql.Identifier(admin.info.dbname)))
-            urls = login_urls(admin, url, ("app", "consumer"))
-            with psycopg.connect(urls["app"], autocommit=True) as app:
-                started = time.perf_counter()
-                seed(app, args.customers, Fakes(1), random.Random(1))
-            print(f"seeded {args.customers} customers (with addresses and payments) by COPY"
-                  f" in {time.perf_counter() - started:.1f} s")
-            admin.execute("VACUUM ANALYZE")
-            ok = latency(urls["app"], urls["consumer"], args.seconds)
-            ok &= throughput(admin, urls["app"], args.seconds)
+    with bench_database("bench_pipeline", with_demo=True) as url, psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("ALTER DATABASE {} SET synchronous_commit = on").format(sql.Identifier(admin.info.dbname))
+        )
+        urls = login_urls(admin, url, ("app", "consumer"))
+        with psycopg.connect(urls["app"], autocommit=True) as app:
+            started = time.perf_counter()
+            seed(app, args.customers, Fakes(1), random.Random(1))
+        print(
+            f"seeded {args.customers} customers (with addresses and payments) by COPY"
+            f" in {time.perf_counter() - started:.1f} s"
+        )
+        admin.execute("VACUUM ANALYZE")
+        ok = latency(urls["app"], urls["consumer"], args.seconds)
+        ok &= throughput(admin, urls["app"], args.seconds)
     sys.exit(0 if ok else 1)
 
 

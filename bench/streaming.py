@@ -31,13 +31,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
-
 from harness import bench_database, report
+
 from pgveil import sandbox
 
 TABLE = "(id bigint PRIMARY KEY, email text, name text, phone text, amount numeric)"
-ROWS = ("SELECT g, 'user' || g || '@example.com', 'name ' || g, '+1 555 ' || g, g %% 1000"
-        " FROM generate_series(%s::int, %s::int) g")
+ROWS = (
+    "SELECT g, 'user' || g || '@example.com', 'name ' || g, '+1 555 ' || g, g %% 1000"
+    " FROM generate_series(%s::int, %s::int) g"
+)
 RULES = {
     "id": "MASKED WITH FUNCTION veil.token(id::text, 'id')",
     "email": "MASKED WITH FUNCTION veil.token(email, 'email')",
@@ -80,8 +82,9 @@ def setup(conn: psycopg.Connection) -> None:
     conn.execute("CREATE TABLE bench.row_level_copy (id text PRIMARY KEY, email text, name text, amount numeric)")
     for table in ("streamed", "backfilled", "oltp_streamed"):
         for column, label in RULES.items():
-            conn.execute("SELECT veil.security_label('sanitized', 'COLUMN', %s, %s)",
-                         (f"bench.{table}.{column}", label))
+            conn.execute(
+                "SELECT veil.security_label('sanitized', 'COLUMN', %s, %s)", (f"bench.{table}.{column}", label)
+            )
         conn.execute("SELECT veil.stream(%s)", (f"bench.{table}",))
     # The backfill's baseline writes into a table like the copy (columns, collations, key).
     conn.execute("CREATE TABLE bench.tokens_once (LIKE sanitized.bench__backfilled INCLUDING ALL)")
@@ -100,8 +103,10 @@ def bulk(conn: psycopg.Connection, rows: int, rounds: int = 2) -> bool:
             best[table] = min(best.get(table, elapsed), elapsed)
     assert conn.execute("SELECT count(*) FROM sanitized.bench__streamed").fetchone()[0] == rows
     plain, streamed, row_level = best["plain"], best["streamed"], best["row_level"]
-    print(f"bulk INSERT ... SELECT of {rows:,} rows (best of {rounds}): unstreamed {plain:.2f} s,"
-          f" streamed {streamed:.2f} s, row-level trigger {row_level:.2f} s")
+    print(
+        f"bulk INSERT ... SELECT of {rows:,} rows (best of {rounds}): unstreamed {plain:.2f} s,"
+        f" streamed {streamed:.2f} s, row-level trigger {row_level:.2f} s"
+    )
     report("  row-level trigger baseline / unstreamed", row_level / plain, "x", "(~7.5x)", True)
     report("  streamed / row-level trigger baseline", streamed / row_level, "x", "(info)", True)
     return report("  streamed (3 tokens) / unstreamed", streamed / plain, "x", "<= 4.5x", streamed / plain <= 4.5)
@@ -111,14 +116,33 @@ def pgbench_tps(url: str, bindir: Path, table: str, seconds: int, workdir: Path)
     script = workdir / f"{table}.sql"
     script.write_text(PGBENCH_SCRIPT.format(table=table))
     done = subprocess.run(
-        [str(bindir / "pgbench"), "-n", "-M", "prepared", "-c", "2", "-j", "2", "-T", str(seconds),
-         "-f", str(script), url], capture_output=True, text=True, check=True)
+        [
+            str(bindir / "pgbench"),
+            "-n",
+            "-M",
+            "prepared",
+            "-c",
+            "2",
+            "-j",
+            "2",
+            "-T",
+            str(seconds),
+            "-f",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return float(re.search(r"tps = ([\d.]+)", done.stdout).group(1))
 
 
 def durability(conn: psycopg.Connection) -> str:
-    return ", ".join(f"{name}={conn.execute(f'SHOW {name}').fetchone()[0]}"
-                     for name in ("fsync", "synchronous_commit", "full_page_writes"))
+    return ", ".join(
+        f"{name}={conn.execute(f'SHOW {name}').fetchone()[0]}"
+        for name in ("fsync", "synchronous_commit", "full_page_writes")
+    )
 
 
 @contextmanager
@@ -155,9 +179,11 @@ def oltp(url: str, seconds: int, slices: int = 4) -> bool:
             streamed += pgbench_tps(url, bindir, "oltp_streamed", slice_seconds, Path(workdir)) / slices
             with follower(url):
                 followed += pgbench_tps(url, bindir, "oltp_streamed", slice_seconds, Path(workdir)) / slices
-    print(f"OLTP single-row inserts, 2 connections, {slice_seconds * slices} s each in {slices} alternating slices:"
-          f" unstreamed {plain:.0f} tps, streamed {streamed:.0f} tps,"
-          f" streamed while a consumer follows the change feed {followed:.0f} tps")
+    print(
+        f"OLTP single-row inserts, 2 connections, {slice_seconds * slices} s each in {slices} alternating slices:"
+        f" unstreamed {plain:.0f} tps, streamed {streamed:.0f} tps,"
+        f" streamed while a consumer follows the change feed {followed:.0f} tps"
+    )
     report("  streamed, feed followed / unstreamed tps", followed / plain, "x", "(info)", True)
     return report("  streamed / unstreamed tps", streamed / plain, "x", ">= 0.85x", streamed / plain >= 0.85)
 
@@ -170,7 +196,8 @@ def backfill(conn: psycopg.Connection, rows: int) -> bool:
     # The same tokens computed the same way (the stream's compiled rules), in one statement.
     exprs = conn.execute(
         "SELECT string_agg(expression, ', ' ORDER BY attnum) FROM veil_private.copy_columns("
-        "'bench.backfilled'::regclass, 'sanitized')").fetchone()[0]
+        "'bench.backfilled'::regclass, 'sanitized')"
+    ).fetchone()[0]
     key_join = conn.execute("SELECT veil_private.key_join()").fetchone()[0]
     once = timed(conn, f"INSERT INTO bench.tokens_once SELECT {exprs} FROM bench.backfilled AS src, {key_join}")
     batched = timed(conn, "CALL veil.backfill('bench.backfilled', 10000)")
@@ -189,8 +216,7 @@ def main() -> None:
     with bench_database("pgveil_bench_streaming", durable=True) as url, psycopg.connect(url, autocommit=True) as conn:
         print(f"server: {durability(conn)}")
         setup(conn)
-        results = [bulk(conn, args.bulk_rows), oltp(url, args.oltp_seconds),
-                   backfill(conn, args.backfill_rows)]
+        results = [bulk(conn, args.bulk_rows), oltp(url, args.oltp_seconds), backfill(conn, args.backfill_rows)]
         print(f"{sum(results)} of {len(results)} within target")
 
 

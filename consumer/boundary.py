@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -40,18 +41,25 @@ class Boundary:
     refused: dict[str, str]  # public relation → the server's refusal
 
 
-def check(conn: psycopg.Connection) -> Boundary:
+def check(conn: psycopg.Connection[Any]) -> Boundary:
     """Raise BoundaryError if the role can read anything raw; else say what was refused."""
-    role, is_super = conn.execute(
-        "SELECT current_user, rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user").fetchone()
+    found = conn.execute(
+        "SELECT current_user, rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user"
+    ).fetchone()
+    assert found is not None
+    role, is_super = found
     if is_super:
-        raise BoundaryError(f"{role} is a superuser and can read every raw table; "
-                            "a consumer connects as a role that reads sanitized.* only (the demo's: consumer)")
+        raise BoundaryError(
+            f"{role} is a superuser and can read every raw table; "
+            "a consumer connects as a role that reads sanitized.* only (the demo's: consumer)"
+        )
     readable = [r[0] for r in conn.execute(READABLE_ELSEWHERE)]
     if readable:
         shown = ", ".join(readable[:5]) + (f" and {len(readable) - 5} more" if len(readable) > 5 else "")
-        raise BoundaryError(f"{role} can read {shown}; a consumer must read sanitized.* only — "
-                            "revoke those privileges (or the role membership that gives them)")
+        raise BoundaryError(
+            f"{role} can read {shown}; a consumer must read sanitized.* only — "
+            "revoke those privileges (or the role membership that gives them)"
+        )
     refused = {}
     for (name,) in conn.execute(PUBLIC_RELATIONS).fetchall():
         # Try it for real, too: the server must refuse.

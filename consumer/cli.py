@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from typing import Annotated, Optional
+from typing import Annotated, NoReturn
 
 import psycopg
 import typer
@@ -21,22 +21,34 @@ err = Console(stderr=True)
 
 
 def consume(
-    database_url: Annotated[Optional[str], typer.Option(
-        "--database-url", envvar="DATABASE_URL", show_envvar=True,
-        help="postgresql:// URL of a consumer role (the demo's: consumer).")] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url",
+            envvar="DATABASE_URL",
+            show_envvar=True,
+            help="postgresql:// URL of a consumer role (the demo's: consumer).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per changed row.")] = False,
-    duration: Annotated[Optional[float], typer.Option(help="Stop after this many seconds.", min=0)] = None,
-    margin: Annotated[float, typer.Option(
-        help="After a reconnect, re-read rows changed up to this many seconds before the newest seen.",
-        min=0)] = 5.0,
+    duration: Annotated[float | None, typer.Option(help="Stop after this many seconds.", min=0)] = None,
+    margin: Annotated[
+        float,
+        typer.Option(
+            help="After a reconnect, re-read rows changed up to this many seconds before the newest seen.", min=0
+        ),
+    ] = 5.0,
 ) -> None:
     """Follow the sanitized copies: print each change as it arrives (after proving this
     role cannot read the raw tables), and catch up after a dropped connection."""
     if not database_url:
-        _fail("no database URL: pass --database-url or set DATABASE_URL to a consumer role "
-              "(`pgveil demo --keep` prints the demo's)")
-    logging.basicConfig(level=logging.WARNING, handlers=[RichHandler(console=err, show_path=False)],
-                        format="%(message)s")
+        _fail(
+            "no database URL: pass --database-url or set DATABASE_URL to a consumer role "
+            "(`pgveil demo --keep` prints the demo's)"
+        )
+    logging.basicConfig(
+        level=logging.WARNING, handlers=[RichHandler(console=err, show_path=False)], format="%(message)s"
+    )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     if duration is not None:
@@ -46,11 +58,19 @@ def consume(
 
     def report(b: boundary.Boundary) -> None:
         refused = ", ".join(b.refused) or "no public tables"
-        err.print(f"boundary: connected as {b.role}; cannot read {refused} (permission denied); "
-                  "reading sanitized.* only", highlight=False, soft_wrap=True)
+        err.print(
+            f"boundary: connected as {b.role}; cannot read {refused} (permission denied); reading sanitized.* only",
+            highlight=False,
+            soft_wrap=True,
+        )
 
-    follower = Follower(lambda: psycopg.connect(database_url, autocommit=True, connect_timeout=5),
-                        output.printer(out, as_json), stop, on_boundary=report, margin=margin)
+    follower = Follower(
+        lambda: psycopg.connect(database_url, autocommit=True, connect_timeout=5),
+        output.printer(out, as_json),
+        stop,
+        on_boundary=report,
+        margin=margin,
+    )
     try:
         follower.run()
     except boundary.BoundaryError as exc:
@@ -61,7 +81,7 @@ def consume(
         stop.set()
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -48,8 +49,8 @@ class Copy:
 class Change:
     table: str
     op: str  # upsert, delete or truncate
-    rows: list[dict] = field(default_factory=list)  # upserted rows as sanitized.* holds them now
-    keys: list[dict] | None = None  # deleted keys (None: more than a notification carries)
+    rows: list[dict[str, Any]] = field(default_factory=list)  # upserted rows as sanitized.* holds them now
+    keys: list[dict[str, Any]] | None = None  # deleted keys (None: more than a notification carries)
     count: int = 0  # rows the statement changed
     catch_up: bool = False  # read by catch-up rather than announced by a notification
     fetched_at: float = field(default_factory=time.time)
@@ -76,12 +77,19 @@ ORDER BY 1
 """
 
 
-def copies(conn: psycopg.Connection) -> dict[str, Copy]:
+def _one(conn: psycopg.Connection[Any], query: str) -> Any:
+    """The single value of a query that always returns one row."""
+    found = conn.execute(query).fetchone()
+    assert found is not None, query
+    return found[0]
+
+
+def copies(conn: psycopg.Connection[Any]) -> dict[str, Copy]:
     """The sanitized copies this role may read, with their keys and change timestamps."""
     return {name: Copy(name, key, watermark) for name, key, watermark in conn.execute(COPIES) if key}
 
 
-def parse(payload: str, known: dict[str, Copy]) -> tuple[Copy, str, int, list[dict] | None]:
+def parse(payload: str, known: dict[str, Copy]) -> tuple[Copy, str, int, list[dict[str, Any]] | None]:
     """A notification's (copy, operation, rows, keys); MalformedNotification if it is not one of ours."""
     try:
         message = json.loads(payload)
@@ -95,8 +103,9 @@ def parse(payload: str, known: dict[str, Copy]) -> tuple[Copy, str, int, list[di
     if type(rows) is not int or rows < 0:
         raise MalformedNotification("rows is not a count")
     key_columns = set(known[table].key)
-    if keys is not None and not (isinstance(keys, list) and all(
-            isinstance(k, dict) and set(k) == key_columns for k in keys)):
+    if keys is not None and not (
+        isinstance(keys, list) and all(isinstance(k, dict) and set(k) == key_columns for k in keys)
+    ):
         raise MalformedNotification(f"keys are not {sorted(key_columns)} objects")
     return known[table], op, rows, keys
 
@@ -109,9 +118,16 @@ class Follower:
     read raw tables raises BoundaryError and ends the run.
     """
 
-    def __init__(self, connect: Callable[[], psycopg.Connection], on_change: Callable[[Change], None],
-                 stop: threading.Event, on_boundary: Callable[[boundary.Boundary], None] = lambda b: None,
-                 margin: float = 5.0, page: int = 500, idle_timeout: float = 1.0):
+    def __init__(
+        self,
+        connect: Callable[[], psycopg.Connection[Any]],
+        on_change: Callable[[Change], None],
+        stop: threading.Event,
+        on_boundary: Callable[[boundary.Boundary], None] = lambda b: None,
+        margin: float = 5.0,
+        page: int = 500,
+        idle_timeout: float = 1.0,
+    ):
         self.connect, self.on_change, self.stop, self.on_boundary = connect, on_change, stop, on_boundary
         self.margin = timedelta(seconds=margin)
         self.page = page
@@ -143,7 +159,7 @@ class Follower:
                 log.warning("connection lost (%s)", _first_line(exc))
             first = False
 
-    def _session(self, conn: psycopg.Connection, catch_up: bool) -> None:
+    def _session(self, conn: psycopg.Connection[Any], catch_up: bool) -> None:
         self.on_boundary(boundary.check(conn))
         known = copies(conn)
         # Its own transaction (autocommit): it returns once the writes that
@@ -152,7 +168,7 @@ class Follower:
         conn.execute("SELECT veil.follow_changes()")
         self.following.set()
         # Following first, then reading where to start: nothing falls between.
-        now = conn.execute("SELECT pg_catalog.now()").fetchone()[0]
+        now = _one(conn, "SELECT pg_catalog.now()")
         for copy in known.values():
             self.watermarks.setdefault(copy.name, now)
             if catch_up:
@@ -163,37 +179,40 @@ class Follower:
             for notice in list(conn.notifies(timeout=self.idle_timeout, stop_after=1)):
                 self._handle(conn, known, notice.payload)
 
-    def _handle(self, conn: psycopg.Connection, known: dict[str, Copy], payload: str) -> None:
+    def _handle(self, conn: psycopg.Connection[Any], known: dict[str, Copy], payload: str) -> None:
         try:
             copy, op, rows, keys = parse(payload, known)
         except MalformedNotification as exc:
             self.skipped += 1
             log.warning("skipped a notification on %s: %s", CHANNEL, exc)
             return
-        if op == "upsert" and keys is None:
-            self._catch_up(conn, copy)
-        elif op == "upsert":
-            self._emit(copy, Change(copy.name, op, self._fetch(conn, copy, keys), count=rows))
+        if op == "upsert":
+            if keys is None:
+                self._catch_up(conn, copy)
+            else:
+                self._emit(copy, Change(copy.name, op, self._fetch(conn, copy, keys), count=rows))
         else:
             self.on_change(Change(copy.name, op, keys=keys, count=rows))
 
-    def _fetch(self, conn: psycopg.Connection, copy: Copy, keys: list[dict]) -> list[dict]:
+    def _fetch(self, conn: psycopg.Connection[Any], copy: Copy, keys: list[dict[str, Any]]) -> list[dict[str, Any]]:
         with conn.cursor(row_factory=dict_row) as cur:
             return cur.execute(fetch_query(copy), (json.dumps(keys),)).fetchall()
 
-    def _catch_up(self, conn: psycopg.Connection, copy: Copy) -> None:
+    def _catch_up(self, conn: psycopg.Connection[Any], copy: Copy) -> None:
         """Re-read the copy from a little before its watermark, a page at a time (keyset)."""
         order = ([copy.watermark] if copy.watermark else []) + copy.key
         table = sql.Identifier("sanitized", copy.name)
         if copy.watermark:
             first = sql.SQL("SELECT t.* FROM {} AS t WHERE t.{} >= %s ORDER BY {} LIMIT %s").format(
-                table, sql.Identifier(copy.watermark), _columns("t", order))
-            params: tuple = (self.watermarks[copy.name] - self.margin,)
+                table, sql.Identifier(copy.watermark), _columns("t", order)
+            )
+            params: tuple[Any, ...] = (self.watermarks[copy.name] - self.margin,)
         else:
             first = sql.SQL("SELECT t.* FROM {} AS t ORDER BY {} LIMIT %s").format(table, _columns("t", order))
             params = ()
         after = sql.SQL("SELECT t.* FROM {} AS t WHERE ({}) > ({}) ORDER BY {} LIMIT %s").format(
-            table, _columns("t", order), sql.SQL(", ").join(sql.Placeholder() * len(order)), _columns("t", order))
+            table, _columns("t", order), sql.SQL(", ").join(sql.Placeholder() * len(order)), _columns("t", order)
+        )
         query = first
         with conn.cursor(row_factory=dict_row) as cur:
             while not self.stop.is_set():
@@ -218,10 +237,13 @@ def fetch_query(copy: Copy) -> sql.Composed:
     One primary-key lookup per key: LIMIT 1 (keys are unique) keeps the
     planner from turning it into a hash join over the whole copy.
     """
-    return sql.SQL("SELECT t.* FROM json_populate_recordset(NULL::{table}, %s) AS k,"
-                   " LATERAL (SELECT * FROM {table} AS c WHERE {match} LIMIT 1) AS t").format(
+    return sql.SQL(
+        "SELECT t.* FROM json_populate_recordset(NULL::{table}, %s) AS k,"
+        " LATERAL (SELECT * FROM {table} AS c WHERE {match} LIMIT 1) AS t"
+    ).format(
         table=sql.Identifier("sanitized", copy.name),
-        match=sql.SQL(" AND ").join(sql.SQL("c.{0} = k.{0}").format(sql.Identifier(c)) for c in copy.key))
+        match=sql.SQL(" AND ").join(sql.SQL("c.{0} = k.{0}").format(sql.Identifier(c)) for c in copy.key),
+    )
 
 
 def _columns(alias: str, names: list[str]) -> sql.Composed:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -15,7 +17,7 @@ SHOWN_ROWS = 5
 
 def json_lines(change: Change) -> list[str]:
     """One line per row (upserts) or key (deletes); one line for a truncate or unkeyed delete."""
-    base = {"table": change.table, "op": change.op}
+    base: dict[str, Any] = {"table": change.table, "op": change.op}
     if change.catch_up:
         base["catch_up"] = True
     if change.op == "upsert":
@@ -27,7 +29,7 @@ def json_lines(change: Change) -> list[str]:
     return [json.dumps(item, default=str) for item in items]
 
 
-def _cell(value) -> str:
+def _cell(value: object) -> str:
     text = "" if value is None else str(value)
     return text[:12] + "…" if len(text) > 14 else text
 
@@ -39,8 +41,11 @@ def render(change: Change) -> Table | str:
         return f"{stamp} sanitized.{change.table} truncated"
     if change.op == "delete":
         return f"{stamp} sanitized.{change.table} delete {change.count} row(s){source}"
-    table = Table(title=f"{stamp} sanitized.{change.table} upsert {len(change.rows)} row(s){source}",
-                  title_justify="left", title_style="bold")
+    table = Table(
+        title=f"{stamp} sanitized.{change.table} upsert {len(change.rows)} row(s){source}",
+        title_justify="left",
+        title_style="bold",
+    )
     columns = list(change.rows[0])
     for name in columns:
         table.add_column(name, no_wrap=True, overflow="ellipsis")
@@ -51,11 +56,12 @@ def render(change: Change) -> Table | str:
     return table
 
 
-def printer(console: Console, as_json: bool):
+def printer(console: Console, as_json: bool) -> Callable[[Change], None]:
     def show(change: Change) -> None:
         if as_json:
             for line in json_lines(change):
                 console.out(line, highlight=False)
         else:
             console.print(render(change))
+
     return show

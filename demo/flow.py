@@ -63,8 +63,11 @@ class Arrivals:
             self.total[(change.table, change.op)] += rows
             # Every customer write sets last_update to its transaction's start:
             # an upper bound of the time from commit to fetch.
-            self.lags.extend(change.fetched_at - row["last_update"].timestamp()
-                             for row in change.rows if row.get("last_update") is not None)
+            self.lags.extend(
+                change.fetched_at - row["last_update"].timestamp()
+                for row in change.rows
+                if row.get("last_update") is not None
+            )
 
     def take(self) -> Counter[tuple[str, str]]:
         with self.lock:
@@ -83,8 +86,10 @@ def run(url: str, out: Console) -> dict[str, str]:
     with preflight.connect(url) as admin:
         urls = login_urls(admin, url, ROLES)
         admin.commit()
-    out.print("roles: [bold]app[/] (the application), [bold]analyst[/] (masked role), "
-              "[bold]consumer[/] (reads sanitized.* only)")
+    out.print(
+        "roles: [bold]app[/] (the application), [bold]analyst[/] (masked role), "
+        "[bold]consumer[/] (reads sanitized.* only)"
+    )
 
     out.rule(f"2. seed {SEED_CUSTOMERS} customers as app (COPY), then backfill the sanitized copies")
     fakes = Fakes(seed=7)
@@ -95,8 +100,11 @@ def run(url: str, out: Console) -> dict[str, str]:
         admin.autocommit = True
         for name in ("customer", "payment"):
             copied = streaming.backfill(admin, f"public.{name}", 5000)
-            counts = admin.execute(sql.SQL("SELECT (SELECT count(*) FROM {}), (SELECT count(*) FROM {})").format(
-                sql.Identifier("public", name), sql.Identifier("sanitized", name))).fetchone()
+            counts = admin.execute(
+                sql.SQL("SELECT (SELECT count(*) FROM {}), (SELECT count(*) FROM {})").format(
+                    sql.Identifier("public", name), sql.Identifier("sanitized", name)
+                )
+            ).fetchone()
             assert counts is not None
             raw, copy = counts
             out.print(f"public.{name}: {raw} rows; sanitized.{name}: {copy} rows (backfill rewrote {copied})")
@@ -117,8 +125,10 @@ def run(url: str, out: Console) -> dict[str, str]:
                 out.print(f"{role}: SELECT * FROM public.customer → [bold]refused[/]: {str(exc).strip()}")
     if arrivals.lags:
         p50, p95 = runner.percentiles(arrivals.lags, 0.5, 0.95)
-        out.print(f"consumer lag, from the start of the writer's transaction to the fetched customer row: "
-                  f"p50 {1000 * p50:.0f} ms, p95 {1000 * p95:.0f} ms over {len(arrivals.lags)} rows")
+        out.print(
+            f"consumer lag, from the start of the writer's transaction to the fetched customer row: "
+            f"p50 {1000 * p50:.0f} ms, p95 {1000 * p95:.0f} ms over {len(arrivals.lags)} rows"
+        )
     out.print(f"demo finished in {time.monotonic() - began:.0f} s")
     return urls
 
@@ -140,13 +150,25 @@ def _traffic(urls: dict[str, str], fakes: Fakes, out: Console) -> Arrivals:
     def boundary_report(b: Boundary) -> None:
         out.print(f"consumer connected as {b.role}: cannot read {', '.join(b.refused)} (permission denied)")
 
-    follower = Follower(lambda: psycopg.connect(urls["consumer"], autocommit=True), arrivals.add,
-                        stop_consumer, on_boundary=boundary_report, idle_timeout=0.2)
+    follower = Follower(
+        lambda: psycopg.connect(urls["consumer"], autocommit=True),
+        arrivals.add,
+        stop_consumer,
+        on_boundary=boundary_report,
+        idle_timeout=0.2,
+    )
     following = threading.Thread(target=follower.run, name="consumer", daemon=True)
     following.start()
     follower.following.wait(10)  # the first write comes after it follows the change feed
-    settings = runner.Settings(urls["app"], parse_mix(DEFAULT_MIX), rate=TRAFFIC_RATE,
-                               duration=TRAFFIC_SECONDS, connections=2, batch=10, seed=7)
+    settings = runner.Settings(
+        urls["app"],
+        parse_mix(DEFAULT_MIX),
+        rate=TRAFFIC_RATE,
+        duration=TRAFFIC_SECONDS,
+        connections=2,
+        batch=10,
+        seed=7,
+    )
     stats_seen = [0]
 
     def tick(stats: runner.Stats) -> None:
@@ -155,8 +177,10 @@ def _traffic(urls: dict[str, str], fakes: Fakes, out: Console) -> Arrivals:
         written = stats.total_writes()
         got = arrivals.take()
         received = ", ".join(f"{table} {op} {n}" for (table, op), n in sorted(got.items())) or "nothing yet"
-        out.print(f"t={len(stats_seen):>2}s  app wrote {written - stats_seen[-1]:>3} rows   "
-                  f"consumer received: {received}", highlight=False)
+        out.print(
+            f"t={len(stats_seen):>2}s  app wrote {written - stats_seen[-1]:>3} rows   consumer received: {received}",
+            highlight=False,
+        )
         stats_seen.append(written)
 
     stats = runner.run(settings, fakes, threading.Event(), on_tick=tick, tick=0.25)
@@ -164,8 +188,10 @@ def _traffic(urls: dict[str, str], fakes: Fakes, out: Console) -> Arrivals:
     stop_consumer.set()
     following.join()
     summary = stats.summary()
-    out.print(f"app: {summary['writes']} writes in {summary['transactions']} transactions "
-              f"({summary['writes_per_s']:.0f}/s), transaction latency p95 {summary['latency_ms']['p95']} ms")
+    out.print(
+        f"app: {summary['writes']} writes in {summary['transactions']} transactions "
+        f"({summary['writes_per_s']:.0f}/s), transaction latency p95 {summary['latency_ms']['p95']} ms"
+    )
     total = ", ".join(f"{table} {op} {n}" for (table, op), n in sorted(arrivals.total.items()))
     out.print(f"consumer: {total}")
     return arrivals
@@ -177,7 +203,8 @@ def _side_by_side(url: str, urls: dict[str, str], out: Console) -> None:
         # and computes their tokens; each role then reads them itself.
         picked = admin.execute(
             "SELECT customer_id, veil.token(customer_id::text, 'customer') FROM public.customer"
-            " ORDER BY last_update DESC, customer_id LIMIT 2").fetchall()
+            " ORDER BY last_update DESC, customer_id LIMIT 2"
+        ).fetchall()
     ids = [p[0] for p in picked]
     tokens = [p[1] for p in picked]
     query = sql.SQL("SELECT {} FROM {} WHERE customer_id = ANY(%s)").format
@@ -189,8 +216,7 @@ def _side_by_side(url: str, urls: dict[str, str], out: Console) -> None:
         # The application's query without the schema: the analyst's search_path leads to the mask view.
         seen["analyst"] = conn.execute(query(columns, sql.Identifier("customer")), (ids,)).fetchall()
     with psycopg.connect(urls["consumer"]) as conn:
-        seen["consumer"] = conn.execute(
-            query(columns, sql.Identifier("sanitized", "customer")), (tokens,)).fetchall()
+        seen["consumer"] = conn.execute(query(columns, sql.Identifier("sanitized", "customer")), (tokens,)).fetchall()
     order = {"application": ids, "analyst": ids, "consumer": tokens}
     by_key = {who: {row[0]: row for row in rows} for who, rows in seen.items()}
     table = Table(show_lines=False)
@@ -201,6 +227,9 @@ def _side_by_side(url: str, urls: dict[str, str], out: Console) -> None:
     for i in range(len(ids)):
         rows = [by_key[who].get(order[who][i]) for who in ("application", "analyst", "consumer")]
         for position, name in enumerate(FIELDS):
-            table.add_row(name, *("—" if row is None else str(row[position]) for row in rows),
-                          end_section=position == len(FIELDS) - 1)
+            table.add_row(
+                name,
+                *("—" if row is None else str(row[position]) for row in rows),
+                end_section=position == len(FIELDS) - 1,
+            )
     out.print(table)

@@ -48,8 +48,9 @@ def refuse_foreign(conn: psycopg.Connection[Any], role: str) -> None:
     that name exists that the demo did not create in this database."""
     if not _true(conn, "SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = %s)", (role,)):
         return
-    recorded = _true(conn, "SELECT to_regclass('public.demo_created_roles') IS NOT NULL") and \
-        _true(conn, "SELECT EXISTS (SELECT FROM public.demo_created_roles WHERE role_name = %s)", (role,))
+    recorded = _true(conn, "SELECT to_regclass('public.demo_created_roles') IS NOT NULL") and _true(
+        conn, "SELECT EXISTS (SELECT FROM public.demo_created_roles WHERE role_name = %s)", (role,)
+    )
     if not recorded:
         raise PgveilError(
             f"role {role!r} existed before the demo was installed; the demo will not change its "

@@ -49,9 +49,7 @@ def main() -> None:
     if context.config.config_file_name is not None:
         fileConfig(context.config.config_file_name, disable_existing_loggers=False)
     if context.is_offline_mode():
-        raise CommandError(
-            "pgveil migrations run online only: they generate keys and dictionaries in the database"
-        )
+        raise CommandError("pgveil migrations run online only: they generate keys and dictionaries in the database")
     connection = context.config.attributes.get("connection")
     if connection is not None:
         run_migrations(connection)

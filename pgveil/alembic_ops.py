@@ -26,8 +26,9 @@ from sqlalchemy import text
 class SecurityLabelOp(MigrateOperation):
     """Set (or, with ``label=None``, remove) one rule of a policy."""
 
-    def __init__(self, policy: str, object_type: str, object_name: str, label: str | None,
-                 previous_label: str | None = None) -> None:
+    def __init__(
+        self, policy: str, object_type: str, object_name: str, label: str | None, previous_label: str | None = None
+    ) -> None:
         self.policy = policy
         self.object_type = object_type
         self.object_name = object_name
@@ -35,13 +36,22 @@ class SecurityLabelOp(MigrateOperation):
         self.previous_label = previous_label
 
     @classmethod
-    def security_label(cls, operations: Operations, policy: str, object_type: str, object_name: str,
-                       label: str | None, *, previous_label: str | None = None) -> None:
+    def security_label(
+        cls,
+        operations: Operations,
+        policy: str,
+        object_type: str,
+        object_name: str,
+        label: str | None,
+        *,
+        previous_label: str | None = None,
+    ) -> None:
         operations.invoke(cls(policy, object_type, object_name, label, previous_label))
 
     def reverse(self) -> SecurityLabelOp:
-        return SecurityLabelOp(self.policy, self.object_type, self.object_name,
-                               self.previous_label, previous_label=self.label)
+        return SecurityLabelOp(
+            self.policy, self.object_type, self.object_name, self.previous_label, previous_label=self.label
+        )
 
 
 @Operations.implementation_for(SecurityLabelOp)
@@ -85,7 +95,8 @@ def _mask_role(operations: Operations, operation: MaskRoleOp) -> None:
     # The role's name is one identifier, quoted as such for the label's object name.
     operations.execute(
         text("SELECT veil.security_label(:policy, 'ROLE', pg_catalog.quote_ident(:role), :label)").bindparams(
-            policy=operation.policy, role=operation.role, label=None if operation.remove else "MASKED")
+            policy=operation.policy, role=operation.role, label=None if operation.remove else "MASKED"
+        )
     )
 
 
@@ -140,7 +151,8 @@ def _stream_table(operations: Operations, operation: StreamTableOp) -> None:
         statement = text("SELECT veil.unstream(CAST(:source AS regclass))").bindparams(source=operation.source)
     else:
         statement = text("SELECT veil.stream(CAST(:source AS regclass), :policy)").bindparams(
-            source=operation.source, policy=operation.policy)
+            source=operation.source, policy=operation.policy
+        )
     operations.execute(statement)
 
 
@@ -165,5 +177,6 @@ class BackfillTableOp(MigrateOperation):
 def _backfill_table(operations: Operations, operation: BackfillTableOp) -> None:
     operations.execute(
         text("CALL veil.backfill(CAST(:source AS regclass), :batch_size)").bindparams(
-            source=operation.source, batch_size=operation.batch_size)
+            source=operation.source, batch_size=operation.batch_size
+        )
     )

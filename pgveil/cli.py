@@ -9,7 +9,7 @@ in a checkout, not from a wheel.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -96,8 +96,14 @@ def backfill(
     """Copy a streamed table's existing rows into its sanitized copy (resumable)."""
     with preflight.connect(target_url(database_url), autocommit=True) as conn:
         total = streaming.estimated_rows(conn, table)
-        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
+        columns = [
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+        ]
         with Progress(*columns, console=err) as bar:
             task = bar.add_task(f"backfill {table}", total=total)
             copied = streaming.backfill(conn, table, batch_size, lambda n: bar.advance(task, n))
@@ -111,9 +117,11 @@ def rotate_key(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Make a new token key current, re-tokenize every sanitized copy, destroy the old key."""
-    with preflight.connect(target_url(database_url), autocommit=True) as conn:
-        with err.status("re-tokenizing the sanitized copies…"):
-            version = streaming.rekey(conn, batch_size)
+    with (
+        preflight.connect(target_url(database_url), autocommit=True) as conn,
+        err.status("re-tokenizing the sanitized copies…"),
+    ):
+        version = streaming.rekey(conn, batch_size)
     out.print(f"key version {version} is current; older keys are destroyed")
 
 
@@ -134,8 +142,13 @@ def status_command(
         raise typer.Exit(1)
 
 
-SECTION_TITLES = {"policies": "policies", "masked_roles": "masked roles", "masked_tables": "masked tables",
-                  "streams": "streams", "problems": "problems"}
+SECTION_TITLES = {
+    "policies": "policies",
+    "masked_roles": "masked roles",
+    "masked_tables": "masked tables",
+    "streams": "streams",
+    "problems": "problems",
+}
 
 
 def _print_status(report: masking.StatusReport) -> None:
@@ -157,7 +170,9 @@ def _print_status(report: masking.StatusReport) -> None:
 @app.command("refresh")
 @reports_errors
 def refresh_command(
-    policy: Annotated[Optional[str], typer.Option(help="One policy; default: every policy delivered through views.")] = None,
+    policy: Annotated[
+        str | None, typer.Option(help="One policy; default: every policy delivered through views.")
+    ] = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Rebuild mask views and re-apply masked roles (after DDL where pgveil has no event triggers)."""

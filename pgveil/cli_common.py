@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Annotated, Optional, ParamSpec, TypeVar
+from typing import Annotated, ParamSpec, TypeVar
 
 import psycopg
 import typer
@@ -20,7 +20,7 @@ out = Console()
 err = Console(stderr=True)
 
 DatabaseUrl = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--database-url", help="postgresql:// URL; default: $DATABASE_URL, else the sandbox."),
 ]
 

@@ -35,8 +35,7 @@ def heads(cfg: Config) -> list[str]:
     return list(ScriptDirectory.from_config(cfg).get_heads())
 
 
-def upgrade(database_url: str, *, with_demo: bool = False, target: str = "head",
-            locale: str | None = None) -> None:
+def upgrade(database_url: str, *, with_demo: bool = False, target: str = "head", locale: str | None = None) -> None:
     command.upgrade(alembic_config(database_url, with_demo=with_demo, locale=locale), target)
 
 

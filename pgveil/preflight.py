@@ -6,6 +6,7 @@ changes the database: every check is a read.
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
@@ -18,7 +19,7 @@ REQUIRED_EXTENSION = "pgcrypto"
 SCHEMA_MARK = "pgveil"
 
 
-def connect(url: str, **kwargs) -> psycopg.Connection:
+def connect(url: str, **kwargs: Any) -> psycopg.Connection[Any]:
     """Connect, turning connection failures into one-line errors with the fix."""
     parts = urlsplit(url)
     where = f"{parts.hostname}:{parts.port or 5432}"
@@ -38,35 +39,42 @@ def connect(url: str, **kwargs) -> psycopg.Connection:
         ) from None
 
 
+def row(conn: psycopg.Connection[Any], query: str, params: tuple[Any, ...] = ()) -> tuple[Any, ...]:
+    """The one row a catalog query always returns."""
+    found: tuple[Any, ...] | None = conn.execute(query, params).fetchone()
+    assert found is not None, query
+    return found
+
+
 def check(
-    conn: psycopg.Connection,
+    conn: psycopg.Connection[Any],
     *,
     min_version_num: int = MIN_SERVER_VERSION_NUM,
     extension: str = REQUIRED_EXTENSION,
     version_table_schema: str = "public",
 ) -> None:
     """Raise PgveilError on the first problem that would stop an install."""
-    version_num = int(conn.execute("SHOW server_version_num").fetchone()[0])
+    version_num = int(row(conn, "SHOW server_version_num")[0])
     if version_num < min_version_num:
-        have = conn.execute("SHOW server_version").fetchone()[0]
+        have = row(conn, "SHOW server_version")[0]
         need = f"{min_version_num // 10000}"
         raise PgveilError(f"PostgreSQL {have} is too old — pgveil needs PostgreSQL {need} or newer")
 
-    available, installed = conn.execute(
+    available, installed = row(
+        conn,
         "SELECT count(*) > 0, bool_or(installed_version IS NOT NULL)"
         " FROM pg_catalog.pg_available_extensions WHERE name = %s",
         (extension,),
-    ).fetchone()
+    )
     if not available:
         raise PgveilError(
             f"extension {extension} is not available on the server — install PostgreSQL's "
             "contrib package there (Debian: postgresql-contrib; managed services: enable it)"
         )
 
-    role, database, can_create = conn.execute(
-        "SELECT current_user, current_database(),"
-        " pg_catalog.has_database_privilege(current_database(), 'CREATE')"
-    ).fetchone()
+    role, database, can_create = row(
+        conn, "SELECT current_user, current_database(), pg_catalog.has_database_privilege(current_database(), 'CREATE')"
+    )
     if not can_create:
         raise PgveilError(
             f"role {role} may not create schemas in database {database} — "
@@ -77,14 +85,13 @@ def check(
             f"role {role} may not create extension {extension} — "
             f"CREATE EXTENSION {extension} as a superuser first, then install pgveil"
         )
-    has_version_table = conn.execute(
+    has_version_table = row(
+        conn,
         "SELECT pg_catalog.to_regclass(pg_catalog.format('%%I.pgveil_version', %s::text)) IS NOT NULL",
         (version_table_schema,),
-    ).fetchone()[0]
+    )[0]
     if not has_version_table:
-        schema_ok = conn.execute(
-            "SELECT pg_catalog.has_schema_privilege(%s, 'CREATE')", (version_table_schema,)
-        ).fetchone()[0]
+        schema_ok = row(conn, "SELECT pg_catalog.has_schema_privilege(%s, 'CREATE')", (version_table_schema,))[0]
         if not schema_ok:
             raise PgveilError(
                 f"role {role} may not create tables in schema {version_table_schema}, where "
@@ -106,21 +113,18 @@ def check(
         )
 
 
-def _can_create_extension(conn: psycopg.Connection, extension: str) -> bool:
+def _can_create_extension(conn: psycopg.Connection[Any], extension: str) -> bool:
     """Superusers may; others only for trusted extensions (pgcrypto is one)."""
-    is_super = conn.execute(
-        "SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user"
-    ).fetchone()[0]
+    is_super = row(conn, "SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user")[0]
     if is_super:
         return True
-    trusted = conn.execute(
-        "SELECT bool_or(trusted) FROM pg_catalog.pg_available_extension_versions WHERE name = %s",
-        (extension,),
-    ).fetchone()[0]
+    trusted = row(
+        conn, "SELECT bool_or(trusted) FROM pg_catalog.pg_available_extension_versions WHERE name = %s", (extension,)
+    )[0]
     return bool(trusted)
 
 
-def run(url: str, **kwargs) -> None:
+def run(url: str, **kwargs: Any) -> None:
     """Connect to ``url`` and run every check."""
     with connect(url, autocommit=True) as conn:
         check(conn, **kwargs)

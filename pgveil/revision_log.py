@@ -190,8 +190,7 @@ def snapshot(conn: psycopg.Connection[Any]) -> dict[tuple[str, str], CatalogObje
     return {(r[1], r[2]): CatalogObject(*r) for r in rows}
 
 
-def changes(before: dict[tuple[str, str], CatalogObject],
-            after: dict[tuple[str, str], CatalogObject]) -> list[Change]:
+def changes(before: dict[tuple[str, str], CatalogObject], after: dict[tuple[str, str], CatalogObject]) -> list[Change]:
     """What a revision did, with what it replaced or removed as it was; refuses what cannot be undone."""
     found = [Change("created", after[key]) for key in after.keys() - before.keys()]
     for key, old in before.items():
@@ -221,8 +220,21 @@ def record(conn: psycopg.Connection[Any], revision: str, run: Callable[[], None]
     with conn.cursor() as cur:
         cur.executemany(
             f"INSERT INTO {LOG_TABLE} (revision, position, {COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            [(revision, position, c.change, c.object.oid, c.object.kind, c.object.identity, c.object.definition,
-              c.object.owner, c.object.acl, c.object.comment) for position, c in enumerate(found)],
+            [
+                (
+                    revision,
+                    position,
+                    c.change,
+                    c.object.oid,
+                    c.object.kind,
+                    c.object.identity,
+                    c.object.definition,
+                    c.object.owner,
+                    c.object.acl,
+                    c.object.comment,
+                )
+                for position, c in enumerate(found)
+            ],
         )
 
 
@@ -273,8 +285,12 @@ def restore(conn: psycopg.Connection[Any], obj: CatalogObject) -> None:
         try:
             with conn.transaction():
                 conn.execute(obj.definition.encode())
-        except (psycopg.errors.InvalidFunctionDefinition, psycopg.errors.InvalidTableDefinition,
-                psycopg.errors.FeatureNotSupported, psycopg.errors.DatatypeMismatch):
+        except (
+            psycopg.errors.InvalidFunctionDefinition,
+            psycopg.errors.InvalidTableDefinition,
+            psycopg.errors.FeatureNotSupported,
+            psycopg.errors.DatatypeMismatch,
+        ):
             # A changed result type, parameter name or view column: only a new object will do.
             conn.execute(sql.SQL("DROP {} {}").format(word, name))
             conn.execute(obj.definition.encode())
@@ -296,15 +312,19 @@ def _grant_exactly(conn: psycopg.Connection[Any], obj: CatalogObject, current_ac
     """Revoke every privilege on obj, then grant the recorded ones again, grantee by grantee."""
     target = sql.SQL("ROUTINE" if obj.kind == "routine" else "TABLE")
     name = sql.SQL(obj.identity)
-    grantees = ("SELECT DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(r.rolname) END,"
-                " a.privilege_type, a.is_grantable FROM pg_catalog.aclexplode(%s::pg_catalog.aclitem[]) a"
-                " LEFT JOIN pg_catalog.pg_roles r ON r.oid = a.grantee")
+    grantees = (
+        "SELECT DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(r.rolname) END,"
+        " a.privilege_type, a.is_grantable FROM pg_catalog.aclexplode(%s::pg_catalog.aclitem[]) a"
+        " LEFT JOIN pg_catalog.pg_roles r ON r.oid = a.grantee"
+    )
     for grantee, _, _ in conn.execute(grantees, (current_acl,)).fetchall():
         conn.execute(sql.SQL("REVOKE ALL ON {} {} FROM {} CASCADE").format(target, name, sql.SQL(grantee)))
     for grantee, privilege, grantable in conn.execute(grantees, (obj.acl,)).fetchall():
-        conn.execute(sql.SQL("GRANT {} ON {} {} TO {}{}").format(
-            sql.SQL(privilege), target, name, sql.SQL(grantee),
-            sql.SQL(" WITH GRANT OPTION" if grantable else "")))
+        conn.execute(
+            sql.SQL("GRANT {} ON {} {} TO {}{}").format(
+                sql.SQL(privilege), target, name, sql.SQL(grantee), sql.SQL(" WITH GRANT OPTION" if grantable else "")
+            )
+        )
 
 
 def regenerate_delivered_objects() -> None:

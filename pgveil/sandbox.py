@@ -21,6 +21,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from pgveil.errors import PgveilError
@@ -86,9 +87,7 @@ def find_bindir() -> Path:
 
 
 def _server_major(bindir: Path) -> int:
-    out = subprocess.run(
-        [str(bindir / "pg_ctl"), "--version"], capture_output=True, text=True, check=True
-    ).stdout
+    out = subprocess.run([str(bindir / "pg_ctl"), "--version"], capture_output=True, text=True, check=True).stdout
     # "pg_ctl (PostgreSQL) 15.18 (Debian ...)"
     return int(out.split(")")[1].split()[0].split(".")[0])
 
@@ -96,7 +95,8 @@ def _server_major(bindir: Path) -> int:
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def _server_os_user() -> str | None:
@@ -114,7 +114,7 @@ def _server_os_user() -> str | None:
     return name
 
 
-def _run_as(os_user: str | None, argv: list[str], **kwargs) -> subprocess.CompletedProcess:
+def _run_as(os_user: str | None, argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
     if os_user is not None:
         argv = ["runuser", "-u", os_user, "--", *argv]
     return subprocess.run(argv, capture_output=True, text=True, **kwargs)
@@ -197,8 +197,10 @@ def start(root: Path | None = None, durable: bool = False) -> SandboxState:
             os_user,
             [
                 str(bindir / "initdb"),
-                "-D", state.data_dir,
-                "-U", SUPERUSER,
+                "-D",
+                state.data_dir,
+                "-U",
+                SUPERUSER,
                 f"--pwfile={pwfile.name}",
                 "--auth=scram-sha-256",
                 "--encoding=UTF8",
@@ -216,8 +218,7 @@ def start(root: Path | None = None, durable: bool = False) -> SandboxState:
     log_file = Path(state.data_dir) / "server.log"
     started = _run_as(
         os_user,
-        [str(bindir / "pg_ctl"), "start", "-w", "-t", "60", "-D", state.data_dir,
-         "-l", str(log_file), "-o", options],
+        [str(bindir / "pg_ctl"), "start", "-w", "-t", "60", "-D", state.data_dir, "-l", str(log_file), "-o", options],
         stdin=subprocess.DEVNULL,
     )
     if started.returncode != 0:
@@ -249,8 +250,19 @@ def restart(root: Path | None = None, mode: str = "fast") -> None:
         raise PgveilError("no sandbox is running")
     done = _run_as(
         state.os_user,
-        [str(find_bindir() / "pg_ctl"), "restart", "-w", "-t", "60", "-m", mode, "-D", state.data_dir,
-         "-l", str(Path(state.data_dir) / "server.log")],
+        [
+            str(find_bindir() / "pg_ctl"),
+            "restart",
+            "-w",
+            "-t",
+            "60",
+            "-m",
+            mode,
+            "-D",
+            state.data_dir,
+            "-l",
+            str(Path(state.data_dir) / "server.log"),
+        ],
         stdin=subprocess.DEVNULL,
     )
     if done.returncode != 0:
@@ -270,8 +282,7 @@ def stop(root: Path | None = None) -> bool:
         bindir = find_bindir()
         was_running = _is_running(state, bindir)
         if was_running:
-            _run_as(state.os_user, [str(bindir / "pg_ctl"), "stop", "-w", "-m", "fast",
-                                    "-D", state.data_dir])
+            _run_as(state.os_user, [str(bindir / "pg_ctl"), "stop", "-w", "-m", "fast", "-D", state.data_dir])
         shutil.rmtree(data_dir, ignore_errors=True)
         if data_dir.parent != root and data_dir.parent.name.startswith("pgveil-sandbox-"):
             shutil.rmtree(data_dir.parent, ignore_errors=True)

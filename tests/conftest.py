@@ -139,9 +139,7 @@ class Database:
         )
         self._roles.append(name)
         self.admin.execute(
-            sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
-                sql.Identifier(self.name), sql.Identifier(name)
-            )
+            sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(self.name), sql.Identifier(name))
         )
         return Role(name, password, self.server.url(self.name, name, password))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
+from demo.flow import login_urls
 from tests.conftest import Database, Role
 
 # The demo revision's sanitized policy, computed independently of the
@@ -17,8 +18,10 @@ CUSTOMER_TRANSFORM = """
 PAYMENT_TRANSFORM = """
     SELECT payment_id, veil.token(customer_id::text, 'customer') AS customer_id, amount, payment_date
     FROM public.payment"""
-CUSTOMER_COPY = ("SELECT customer_id, store_id, first_name, last_name, email, activebool, create_date,"
-                 " last_update, active FROM sanitized.customer")
+CUSTOMER_COPY = (
+    "SELECT customer_id, store_id, first_name, last_name, email, activebool, create_date,"
+    " last_update, active FROM sanitized.customer"
+)
 PAYMENT_COPY = "SELECT payment_id, customer_id, amount, payment_date FROM sanitized.payment"
 
 
@@ -39,10 +42,13 @@ def seed(db: Database, customers: int = 200, payments: int = 400) -> None:
     db.execute(
         "INSERT INTO customer (store_id, first_name, last_name, email, address_id)"
         " SELECT 1 + g %% 2, 'first' || g, 'last' || g, 'c' || g || '@example.com', 1 + g %% 10"
-        " FROM generate_series(1, %s) g", (customers,))
+        " FROM generate_series(1, %s) g",
+        (customers,),
+    )
     db.execute(
-        "INSERT INTO payment (customer_id, amount)"
-        " SELECT 1 + g %% %s, (g %% 100) + 0.99 FROM generate_series(1, %s) g" % (customers, payments))
+        "INSERT INTO payment (customer_id, amount) SELECT 1 + g %% %s, (g %% 100) + 0.99 FROM generate_series(1, %s) g",
+        (customers, payments),
+    )
 
 
 def demo_analyst(demo: Database) -> Role:
@@ -57,14 +63,12 @@ def label(db: Database, object_type: str, name: str, value: str | None, policy: 
 
 
 # Everything a pgveil install could create or drop, by name, cluster- and
-# database-wide. Alembic's own bookkeeping table (pgveil_version) stays after
-# a downgrade, as Alembic leaves it; it is not pgveil's object.
+# database-wide.
 CATALOG_QUERIES = {
     "schemas": "SELECT nspname FROM pg_namespace",
-    "relations": "SELECT c.oid::regclass::text || ':' || relkind::text FROM pg_class c"
-    " WHERE c.oid::regclass::text NOT LIKE 'pgveil_version%'",
+    "relations": "SELECT c.oid::regclass::text || ':' || relkind::text FROM pg_class c",
     "functions": "SELECT p.oid::regprocedure::text FROM pg_proc p",
-    "types": "SELECT t.oid::regtype::text FROM pg_type t WHERE t.typname NOT IN ('pgveil_version', '_pgveil_version')",
+    "types": "SELECT t.oid::regtype::text FROM pg_type t",
     "extensions": "SELECT extname || ' ' || extnamespace::regnamespace::text FROM pg_extension",
     "roles": "SELECT rolname FROM pg_roles",
     "event_triggers": "SELECT evtname FROM pg_event_trigger",
@@ -73,9 +77,22 @@ CATALOG_QUERIES = {
 }
 
 
-def catalog(db: Database) -> dict[str, set[str]]:
-    """The names of everything in the database and cluster that an install could touch."""
-    return {name: {r[0] for r in db.execute(query).fetchall()} for name, query in CATALOG_QUERIES.items()}
+def catalog(db: Database, *, version_table: bool = False) -> dict[str, set[str]]:
+    """The names of everything in the database and cluster that an install could touch.
+
+    Alembic's own bookkeeping table (pgveil_version) stays after `alembic
+    downgrade base`, as Alembic leaves it; it is counted only when asked for.
+    """
+    found = {name: {r[0] for r in db.execute(query).fetchall()} for name, query in CATALOG_QUERIES.items()}
+    if not version_table:
+        for name in ("relations", "types"):
+            found[name] = {n for n in found[name] if not n.lstrip("_").startswith("pgveil_version")}
+    return found
+
+
+def login(db: Database, role: str) -> str:
+    """A URL for one of the demo's roles (cluster-wide; a fresh password each time)."""
+    return login_urls(db.admin, db.url, [role])[role]
 
 
 # The definitions of pgveil's own objects (not only their names): schemas,

@@ -9,10 +9,12 @@ import time
 import psycopg
 import pytest
 
-from tests.test_stream import seed
+from tests.helpers import seed
 
-INSERT_ONE = ("INSERT INTO customer (store_id, first_name, last_name, email, address_id)"
-              " VALUES (1, 'Feed', 'Writer', 'feed@example.com', 1)")
+INSERT_ONE = (
+    "INSERT INTO customer (store_id, first_name, last_name, email, address_id)"
+    " VALUES (1, 'Feed', 'Writer', 'feed@example.com', 1)"
+)
 
 
 def listener(db) -> psycopg.Connection:
@@ -27,8 +29,9 @@ def heard(conn: psycopg.Connection, timeout: float = 0.5) -> list[dict]:
 
 
 def feed_locks(db) -> int:
-    return db.scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
-                     " AND classid = x'70677665'::int::oid AND objid = 1")
+    return db.scalar(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = x'70677665'::int::oid AND objid = 1"
+    )
 
 
 def test_one_notification_per_statement_with_keys_only_for_small_statements(demo):
@@ -45,7 +48,11 @@ def test_one_notification_per_statement_with_keys_only_for_small_statements(demo
     # address insert is not streamed: one per customer statement.
     payloads = [json.loads(n.payload) for n in notes]
     assert [(p["table"], p["op"], p["rows"]) for p in payloads] == [
-        ("customer", "upsert", 300), ("customer", "upsert", 3), ("customer", "delete", 100), ("customer", "delete", 100)]
+        ("customer", "upsert", 300),
+        ("customer", "upsert", 3),
+        ("customer", "delete", 100),
+        ("customer", "delete", 100),
+    ]
     # Keys travel with statements of at most 100 rows; bigger ones send none
     # (never the first 100 of them, which a consumer would take for all).
     tokens = {demo.scalar("SELECT veil.token(%s::text, 'customer')", (i,)) for i in range(1, 4)}
@@ -72,8 +79,12 @@ def wait_until_no_feed_locks(db) -> None:
     assert feed_locks(db) == 0
 
 
-UNFOLLOWED_WRITES = (INSERT_ONE, "UPDATE customer SET email = 'new@example.com'", "DELETE FROM customer",
-                     "TRUNCATE customer CASCADE")
+UNFOLLOWED_WRITES = (
+    INSERT_ONE,
+    "UPDATE customer SET email = 'new@example.com'",
+    "DELETE FROM customer",
+    "TRUNCATE customer CASCADE",
+)
 
 
 def test_writers_notify_only_while_a_session_follows(demo):
@@ -87,8 +98,12 @@ def test_writers_notify_only_while_a_session_follows(demo):
             for statement in UNFOLLOWED_WRITES:
                 demo.execute(statement)
             assert [(p["table"], p["op"]) for p in heard(plain)] == [
-                ("customer", "upsert"), ("customer", "upsert"), ("customer", "delete"),
-                ("customer", "truncate"), ("payment", "truncate")]
+                ("customer", "upsert"),
+                ("customer", "upsert"),
+                ("customer", "delete"),
+                ("customer", "truncate"),
+                ("payment", "truncate"),
+            ]
         wait_until_no_feed_locks(demo)
         demo.execute(INSERT_ONE)
         assert heard(plain) == []
@@ -114,7 +129,9 @@ def test_follow_waits_for_writes_that_did_not_notify(demo):
         writer.commit()
         assert followed.wait(5.0)
         thread.join()
-        assert follower.execute("SELECT count(*) FROM public.customer WHERE email = 'feed@example.com'").fetchone()[0] == 1
+        assert (
+            follower.execute("SELECT count(*) FROM public.customer WHERE email = 'feed@example.com'").fetchone()[0] == 1
+        )
         # Writes from now on are announced.
         demo.execute(INSERT_ONE)
         assert [p["op"] for p in heard(follower)] == ["upsert"]
@@ -124,8 +141,10 @@ def test_follow_gives_up_with_a_clear_error_and_lets_go_of_the_lock(demo):
     seed(demo, customers=1, payments=0)
     with psycopg.connect(demo.url) as writer, psycopg.connect(demo.url, autocommit=True) as follower:
         writer.execute(INSERT_ONE)
-        with pytest.raises(psycopg.errors.LockNotAvailable,
-                           match=r"waited 00:00:00.3 for transactions that wrote streamed tables unannounced"):
+        with pytest.raises(
+            psycopg.errors.LockNotAvailable,
+            match=r"waited 00:00:00.3 for transactions that wrote streamed tables unannounced",
+        ):
             follower.execute("SELECT veil.follow_changes('0.3 s')")
         writer.commit()
         assert feed_locks(demo) == 0

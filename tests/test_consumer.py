@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from tests.test_stream import seed
+from tests.helpers import seed
 
 DENIED = psycopg.errors.InsufficientPrivilege
 
@@ -26,25 +26,28 @@ def test_a_consumer_reads_the_sanitized_copies(demo, consumer):
         assert joined.fetchone()[0] == 50
 
 
-@pytest.mark.parametrize("attack", [
-    "SELECT * FROM public.customer",
-    "SELECT email FROM public.customer",
-    "SELECT * FROM public.payment",
-    "COPY public.customer TO STDOUT",
-    "SELECT * FROM veil_private.keys",
-    "SELECT * FROM veil_private.column_rules",
-    "SELECT * FROM veil.rules",
-    "SELECT veil.token('c1@example.com', 'email')",
-    "SELECT veil.pseudo_email('c1@example.com'::text)",
-    "SELECT veil.rotate_key()",
-    "CALL veil.backfill('public.customer')",
-    "SELECT veil.grant_consumer(current_user)",
-    "INSERT INTO sanitized.customer (customer_id) VALUES ('x')",
-    "UPDATE sanitized.customer SET email = 'x'",
-    "DELETE FROM sanitized.customer",
-    "TRUNCATE sanitized.payment",
-    "CREATE TABLE sanitized.mine (x int)",
-])
+@pytest.mark.parametrize(
+    "attack",
+    [
+        "SELECT * FROM public.customer",
+        "SELECT email FROM public.customer",
+        "SELECT * FROM public.payment",
+        "COPY public.customer TO STDOUT",
+        "SELECT * FROM veil_private.keys",
+        "SELECT * FROM veil_private.column_rules",
+        "SELECT * FROM veil.rules",
+        "SELECT veil.token('c1@example.com', 'email')",
+        "SELECT veil.pseudo_email('c1@example.com'::text)",
+        "SELECT veil.rotate_key()",
+        "CALL veil.backfill('public.customer')",
+        "SELECT veil.grant_consumer(current_user)",
+        "INSERT INTO sanitized.customer (customer_id) VALUES ('x')",
+        "UPDATE sanitized.customer SET email = 'x'",
+        "DELETE FROM sanitized.customer",
+        "TRUNCATE sanitized.payment",
+        "CREATE TABLE sanitized.mine (x int)",
+    ],
+)
 def test_a_consumer_is_refused(consumer, attack):
     with consumer.connect() as conn, pytest.raises(DENIED) as refused:
         conn.execute(attack)
@@ -58,7 +61,8 @@ def test_no_key_and_no_raw_value_in_settings_or_statistics(demo, consumer):
         assert key_hex not in settings
         assert conn.execute("SELECT current_setting('veil.key', true)").fetchone()[0] is None
         raw_stats = conn.execute(
-            "SELECT count(*) FROM pg_stats WHERE schemaname = 'public' AND tablename IN ('customer', 'payment')")
+            "SELECT count(*) FROM pg_stats WHERE schemaname = 'public' AND tablename IN ('customer', 'payment')"
+        )
         assert raw_stats.fetchone()[0] == 0
         with pytest.raises(DENIED):
             conn.execute("SELECT * FROM pg_statistic")
@@ -67,8 +71,10 @@ def test_no_key_and_no_raw_value_in_settings_or_statistics(demo, consumer):
 def test_notifications_carry_no_raw_values(demo, consumer):
     with consumer.connect(autocommit=True) as conn:
         conn.execute("SELECT veil.follow_changes()")
-        demo.execute("INSERT INTO customer (store_id, first_name, last_name, email, address_id)"
-                     " VALUES (1, 'Rawfirst', 'Rawlast', 'raw@example.com', 1)")
+        demo.execute(
+            "INSERT INTO customer (store_id, first_name, last_name, email, address_id)"
+            " VALUES (1, 'Rawfirst', 'Rawlast', 'raw@example.com', 1)"
+        )
         demo.execute("UPDATE customer SET email = 'raw2@example.com' WHERE first_name = 'Rawfirst'")
         demo.execute("DELETE FROM customer WHERE first_name = 'Rawfirst'")
         payloads = [n.payload for n in conn.notifies(timeout=2)]
@@ -93,8 +99,13 @@ def test_grant_consumer_refuses_roles_that_can_read_sources(demo):
     boss = demo.role("boss", "SUPERUSER")
     with pytest.raises(psycopg.errors.RaiseException, match="superuser"):
         demo.execute("SELECT veil.grant_consumer(%s)", (boss.name,))
-    assert demo.scalar("SELECT count(*) FROM veil_private.consumers c JOIN pg_roles r ON r.oid = c.roleid"
-                       " WHERE r.rolname LIKE 't\\_%%'") == 0
+    assert (
+        demo.scalar(
+            "SELECT count(*) FROM veil_private.consumers c JOIN pg_roles r ON r.oid = c.roleid"
+            " WHERE r.rolname LIKE 't\\_%%'"
+        )
+        == 0
+    )
 
 
 def test_consumers_get_streams_created_later(demo, consumer):

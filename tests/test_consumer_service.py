@@ -14,8 +14,7 @@ from typer.testing import CliRunner
 from consumer import boundary
 from consumer.follow import Change, Follower, copies, fetch_query
 from pgveil.cli import app
-from tests.test_loader import login
-from tests.test_stream import seed
+from tests.helpers import login, seed
 
 RAW = ("Rawfirst", "Rawlast", "raw@example.com")
 
@@ -56,8 +55,11 @@ def rows_of(changes: list[Change], table: str) -> list[dict]:
 
 
 def insert_customer(db, first: str = "Rawfirst", email: str = "raw@example.com") -> int:
-    return db.scalar("INSERT INTO customer (store_id, first_name, last_name, email, address_id)"
-                     " VALUES (1, %s, 'Rawlast', %s, 1) RETURNING customer_id", (first, email))
+    return db.scalar(
+        "INSERT INTO customer (store_id, first_name, last_name, email, address_id)"
+        " VALUES (1, %s, 'Rawlast', %s, 1) RETURNING customer_id",
+        (first, email),
+    )
 
 
 @pytest.fixture
@@ -107,30 +109,37 @@ def test_after_a_dropped_connection_the_follower_catches_up(demo, consumer_url):
 
     with Following(connect) as following:
         allowed.clear()  # the next connection waits until the writes are done
-        assert demo.scalar("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                           " WHERE application_name = 'follower-under-test'") == 1
+        assert (
+            demo.scalar(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE application_name = 'follower-under-test'"
+            )
+            == 1
+        )
         missed = [insert_customer(demo, first=f"Away{i}", email=f"away{i}@example.com") for i in range(3)]
         demo.execute("UPDATE customer SET store_id = 2 WHERE customer_id = %s", (missed[0],))
         tokens = {demo.scalar("SELECT veil.token(%s::text, 'customer')", (c,)) for c in missed}
         time.sleep(0.3)
         allowed.set()
-        changes = following.wait_for(
-            lambda cs: tokens <= {r["customer_id"] for c in cs if c.catch_up for r in c.rows})
+        changes = following.wait_for(lambda cs: tokens <= {r["customer_id"] for c in cs if c.catch_up for r in c.rows})
     assert following.follower.reconnects == 1
     caught = {r["customer_id"]: r for c in changes if c.catch_up for r in c.rows}
     first = demo.scalar("SELECT veil.token(%s::text, 'customer')", (missed[0],))
     assert caught[first]["store_id"] == 2
 
 
-@pytest.mark.parametrize("payload", [
-    "not json at all",
-    '{"table": "customer"}',
-    '{"table": "no_such_copy", "op": "upsert", "rows": 1, "keys": null}',
-    '{"table": "customer", "op": "explode", "rows": 1, "keys": null}',
-    '{"table": "customer", "op": "upsert", "rows": 1, "keys": [{"customer_id": "x", "extra": 1}]}',
-    '{"table": "customer", "op": "upsert", "rows": "many", "keys": null}',
-    '[1, 2, 3]',
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "not json at all",
+        '{"table": "customer"}',
+        '{"table": "no_such_copy", "op": "upsert", "rows": 1, "keys": null}',
+        '{"table": "customer", "op": "explode", "rows": 1, "keys": null}',
+        '{"table": "customer", "op": "upsert", "rows": 1, "keys": [{"customer_id": "x", "extra": 1}]}',
+        '{"table": "customer", "op": "upsert", "rows": "many", "keys": null}',
+        "[1, 2, 3]",
+    ],
+)
 def test_a_malformed_notification_is_skipped_not_fatal(demo, consumer_url, payload, caplog):
     with Following(lambda: psycopg.connect(consumer_url, autocommit=True)) as following:
         demo.execute("SELECT pg_notify('veil_changes', %s)", (payload,))
@@ -155,8 +164,10 @@ def test_changed_rows_are_fetched_by_primary_key(demo, consumer_url):
     demo.execute("ANALYZE sanitized.customer")
     with psycopg.connect(consumer_url) as conn:
         copy = copies(conn)["customer"]
-        plan = "\n".join(r[0] for r in conn.execute(
-            sql.SQL("EXPLAIN ") + fetch_query(copy), (json.dumps([{"customer_id": "x"}] * 100),)))
+        plan = "\n".join(
+            r[0]
+            for r in conn.execute(sql.SQL("EXPLAIN ") + fetch_query(copy), (json.dumps([{"customer_id": "x"}] * 100),))
+        )
     assert "Index" in plan and "customer_pkey" in plan, plan
     assert "Seq Scan on customer" not in plan, plan
 
@@ -172,8 +183,7 @@ def test_the_consumer_proves_its_boundary(consumer_url, demo):
 def test_a_role_that_can_read_raw_tables_is_refused(demo):
     nosy = demo.role("nosy")
     demo.execute(sql.SQL("GRANT USAGE ON SCHEMA sanitized TO {}").format(sql.Identifier(nosy.name)))
-    demo.execute(sql.SQL("GRANT SELECT ON sanitized.customer, public.address TO {}").format(
-        sql.Identifier(nosy.name)))
+    demo.execute(sql.SQL("GRANT SELECT ON sanitized.customer, public.address TO {}").format(sql.Identifier(nosy.name)))
     result = CliRunner().invoke(app, ["consume", "--database-url", nosy.url, "--duration", "5"])
     assert result.exit_code == 1
     assert "refusing to run" in result.output and "public.address" in result.output

@@ -18,8 +18,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def test_the_demo_runs_end_to_end_in_its_own_sandbox(tmp_path):
-    result = CliRunner().invoke(app, ["demo"], env={"DATABASE_URL": None, "PGVEIL_SANDBOX_DIR": str(tmp_path),
-                                                    "COLUMNS": "200"})
+    result = CliRunner().invoke(
+        app, ["demo"], env={"DATABASE_URL": None, "PGVEIL_SANDBOX_DIR": str(tmp_path), "COLUMNS": "200"}
+    )
     assert result.exit_code == 0, result.output
     out = result.output
     assert "consumer connected as consumer: cannot read public.address, public.customer" in out
@@ -52,8 +53,13 @@ def test_alembic_x_demo_password_lets_the_demo_roles_log_in(bare):
     suffix = secrets.token_hex(4)
     names = {option: f"t_{suffix}_{option.split('_')[0]}" for option in ("app_role", "analyst_role", "consumer_role")}
     options = [arg for option, name in names.items() for arg in ("-x", f"{option}={name}")]
-    done = subprocess.run(["alembic", *options, "-x", "demo_password=s3cret", "upgrade", "head"],
-                          cwd=REPO, env={**os.environ, "DATABASE_URL": bare.url}, capture_output=True, text=True)
+    done = subprocess.run(
+        ["alembic", *options, "-x", "demo_password=s3cret", "upgrade", "head"],
+        cwd=REPO,
+        env={**os.environ, "DATABASE_URL": bare.url},
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     with psycopg.connect(bare.server.url(bare.name, names["app_role"], "s3cret")) as conn:
         assert conn.execute("SELECT count(*) FROM public.customer").fetchone()[0] == 0

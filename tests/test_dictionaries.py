@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from pgveil import migrate
 
 FAKES = ["first_name", "last_name", "email", "phone", "address", "city", "country", "company", "iban", "postcode"]
@@ -59,7 +58,8 @@ def test_pseudo_collisions_follow_the_dictionary_size(toolkit):
     assert abs(distinct - expected) < 0.01 * expected
     # Uniform spread: no city is picked much more often than m/N.
     busiest = toolkit.scalar(
-        f"SELECT max(n) FROM (SELECT count(*) n FROM generate_series(1, {m}) i GROUP BY veil.pseudo_city(i)) s")
+        f"SELECT max(n) FROM (SELECT count(*) n FROM generate_series(1, {m}) i GROUP BY veil.pseudo_city(i)) s"
+    )
     assert busiest < 4 * m / size + 10
 
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 def test_anon_labels_become_mask_rules_and_the_rest_is_reported(demo):
     analyst = demo.role("analyst")
     # The demo's own mask rules on customer go first: the import is what remains.
-    demo.execute("SELECT veil.security_label('mask', 'COLUMN', format('public.customer.%I', column_name), NULL)"
-                 " FROM veil.rules WHERE policy = 'mask' AND table_name = 'customer'")
+    demo.execute(
+        "SELECT veil.security_label('mask', 'COLUMN', format('public.customer.%I', column_name), NULL)"
+        " FROM veil.rules WHERE policy = 'mask' AND table_name = 'customer'"
+    )
     # What SECURITY LABEL FOR anon ... writes, without the anon extension loaded.
     demo.execute(
         """
@@ -36,7 +38,9 @@ def test_anon_labels_become_mask_rules_and_the_rest_is_reported(demo):
     assert ("ROLE", analyst.name, True) in report
     imported = demo.execute(
         "SELECT coalesce(column_name, role_name), kind FROM veil.rules WHERE policy = 'mask'"
-        " AND (table_name = 'customer' OR role_name = %s) ORDER BY 1", (analyst.name,)
+        " AND (table_name = 'customer' OR role_name = %s) ORDER BY 1",
+        (analyst.name,),
     ).fetchall()
-    assert imported == sorted([("email", "function"), ("first_name", "function"),
-                               ("store_id", "value"), (analyst.name, None)])
+    assert imported == sorted(
+        [("email", "function"), ("first_name", "function"), ("store_id", "value"), (analyst.name, None)]
+    )

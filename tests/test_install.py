@@ -2,35 +2,17 @@
 
 from __future__ import annotations
 
-import psycopg
-import pytest
-from alembic.script import ScriptDirectory
-from alembic.config import Config
 from pathlib import Path
 
+import psycopg
+import pytest
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+
 from pgveil import migrate
+from tests.helpers import catalog
 
 REPO = Path(__file__).resolve().parent.parent
-
-# Everything a pgveil install could create or drop, by name, cluster- and
-# database-wide. Alembic's own bookkeeping table (pgveil_version) stays after
-# a downgrade, as Alembic leaves it; it is not pgveil's object.
-CATALOG_QUERIES = {
-    "schemas": "SELECT nspname FROM pg_namespace",
-    "relations": "SELECT c.oid::regclass::text || ':' || relkind::text FROM pg_class c"
-    " WHERE c.oid::regclass::text NOT LIKE 'pgveil_version%'",
-    "functions": "SELECT p.oid::regprocedure::text FROM pg_proc p",
-    "types": "SELECT t.oid::regtype::text FROM pg_type t WHERE t.typname NOT IN ('pgveil_version', '_pgveil_version')",
-    "extensions": "SELECT extname || ' ' || extnamespace::regnamespace::text FROM pg_extension",
-    "roles": "SELECT rolname FROM pg_roles",
-    "event_triggers": "SELECT evtname FROM pg_event_trigger",
-    "triggers": "SELECT tgrelid::regclass::text || '.' || tgname FROM pg_trigger",
-    "default_acls": "SELECT defaclrole::regrole::text || defaclobjtype::text FROM pg_default_acl",
-}
-
-
-def catalog(db) -> dict[str, set[str]]:
-    return {name: {r[0] for r in db.execute(query).fetchall()} for name, query in CATALOG_QUERIES.items()}
 
 
 def test_upgrade_then_downgrade_leaves_the_catalog_as_it_was(bare):
@@ -50,7 +32,10 @@ def test_install_records_its_version_and_reports_it(toolkit):
 
 def test_pgcrypto_created_by_pgveil_lives_in_veil_ext_and_goes_on_uninstall(bare):
     migrate.upgrade(bare.url)
-    assert bare.scalar("SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'pgcrypto'") == "veil_ext"
+    assert (
+        bare.scalar("SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'pgcrypto'")
+        == "veil_ext"
+    )
     migrate.downgrade(bare.url)
     assert bare.scalar("SELECT count(*) FROM pg_extension WHERE extname = 'pgcrypto'") == 0
     assert bare.scalar("SELECT to_regnamespace('veil_ext')") is None
@@ -61,7 +46,9 @@ def test_pgcrypto_that_was_already_there_stays(bare):
     migrate.upgrade(bare.url)
     assert bare.scalar("SELECT to_regnamespace('veil_ext')") is None
     migrate.downgrade(bare.url)
-    assert bare.scalar("SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'pgcrypto'") == "public"
+    assert (
+        bare.scalar("SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'pgcrypto'") == "public"
+    )
 
 
 def test_upgrade_twice_is_a_no_op(toolkit):

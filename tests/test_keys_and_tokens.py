@@ -110,7 +110,9 @@ def test_a_plain_role_cannot_read_the_key_by_any_catalog_route(toolkit):
         stats = conn.execute("SELECT string_agg(most_common_vals::text, ' ') FROM pg_stats").fetchone()[0] or ""
         for text in (settings, bodies, stats):
             assert key_hex not in text
-        custom = conn.execute("SELECT count(*) FROM pg_settings WHERE name LIKE 'veil%' OR name LIKE 'pgveil%'").fetchone()[0]
+        custom = conn.execute(
+            "SELECT count(*) FROM pg_settings WHERE name LIKE 'veil%' OR name LIKE 'pgveil%'"
+        ).fetchone()[0]
         assert custom == 0
 
 

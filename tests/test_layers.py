@@ -47,15 +47,24 @@ def test_every_module_below_the_cli_is_forbidden_typer_and_rich() -> None:
 # One forbidden import per contract: the file it goes into, the line, the contract it breaks.
 VIOLATIONS = {
     "services import the demo application": (
-        "pgveil/services/install.py", "from demo import roles", "toolkit-without-demo"),
+        "pgveil/services/install.py",
+        "from demo import roles",
+        "toolkit-without-demo",
+    ),
     "core imports the loader": ("pgveil/migrate.py", "import loader.fakes", "toolkit-without-demo"),
     "a service renders with rich": ("pgveil/services/keys.py", "import rich.console", "services-without-cli"),
     "core imports typer": ("pgveil/preflight.py", "import typer", "services-without-cli"),
     "a service uses the CLI's console": (
-        "pgveil/services/masking.py", "from pgveil.cli_common import out", "services-without-cli"),
+        "pgveil/services/masking.py",
+        "from pgveil.cli_common import out",
+        "services-without-cli",
+    ),
     "URL resolution finds the sandbox": ("pgveil/config.py", "from pgveil import sandbox", "sandbox-at-entry-points"),
     "a service starts the sandbox": (
-        "pgveil/services/streaming.py", "from pgveil import sandbox", "sandbox-at-entry-points"),
+        "pgveil/services/streaming.py",
+        "from pgveil import sandbox",
+        "sandbox-at-entry-points",
+    ),
     "core imports a service": ("pgveil/errors.py", "from pgveil.services import keys", "toolkit-layers"),
     "a module in no layer": ("pgveil/api.py", "from pgveil.services import keys", "toolkit-layers"),
     "the loader imports the demo flow": ("loader/runner.py", "from demo import flow", "programs-apart"),

@@ -71,8 +71,19 @@ ONE_CALL_EACH = [
 ]
 
 UNITS = [
-    "microseconds", "milliseconds", "second", "minute", "hour", "day",
-    "week", "month", "quarter", "year", "decade", "century", "millennium",
+    "microseconds",
+    "milliseconds",
+    "second",
+    "minute",
+    "hour",
+    "day",
+    "week",
+    "month",
+    "quarter",
+    "year",
+    "decade",
+    "century",
+    "millennium",
 ]
 
 
@@ -90,7 +101,8 @@ def test_every_veil_function_has_a_fixed_search_path(demo):
     ).fetchall()
     assert len(rows) >= len(DECLARED)
     unfixed = [
-        name for name, config, kind, body in rows
+        name
+        for name, config, kind, body in rows
         # pg_temp last: left out, it would be searched first for types.
         if "search_path=pg_catalog, pg_temp" not in (config or [])
         # A procedure that commits may not carry SET: it must fix its path itself.
@@ -268,8 +280,8 @@ def test_random_between_spans_the_whole_type_without_overflow(toolkit):
 
 
 def test_random_date_between_stays_between_the_bounds(toolkit):
-    start = dt.datetime(2021, 3, 20, tzinfo=dt.timezone.utc)
-    end = dt.datetime(2021, 4, 5, 12, tzinfo=dt.timezone.utc)
+    start = dt.datetime(2021, 3, 20, tzinfo=dt.UTC)
+    end = dt.datetime(2021, 4, 5, 12, tzinfo=dt.UTC)
     # a span across a daylight-saving change, in a zone that has one
     toolkit.execute("SET TimeZone = 'Europe/Paris'")
     lo, hi, distinct = one_row(
@@ -287,7 +299,7 @@ def test_random_date_between_stays_between_the_bounds(toolkit):
         (DRAWS,),
     )
     now = toolkit.scalar("SELECT now()")
-    assert dt.datetime(1900, 1, 1, tzinfo=dt.timezone.utc) <= lo and hi <= now
+    assert dt.datetime(1900, 1, 1, tzinfo=dt.UTC) <= lo and hi <= now
     assert hi - lo > dt.timedelta(days=365 * 100)
 
 
@@ -323,8 +335,9 @@ def test_random_in_picks_every_element_and_only_those(toolkit):
 
 @pytest.mark.parametrize(("algorithm", "hex_length"), [("md5", 32), ("sha256", 64), ("sha512", 128)])
 def test_random_hash_is_a_fresh_hash_each_call(toolkit, algorithm, hex_length):
-    hashes = [r[0] for r in toolkit.execute(
-        "SELECT veil.random_hash('alice', %s) FROM generate_series(1, 50)", (algorithm,))]
+    hashes = [
+        r[0] for r in toolkit.execute("SELECT veil.random_hash('alice', %s) FROM generate_series(1, 50)", (algorithm,))
+    ]
     assert all(re.fullmatch(f"[0-9a-f]{{{hex_length}}}", h) for h in hashes)
     assert len(set(hashes)) == 50
     with pytest.raises(psycopg.errors.InvalidParameterValue):
@@ -361,7 +374,9 @@ def test_hex_to_int_refuses_more_than_32_bits_clearly(toolkit):
 
 
 def pgcrypto(db) -> sql.Identifier:
-    return sql.Identifier(db.scalar("SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'pgcrypto'"))
+    return sql.Identifier(
+        db.scalar("SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'pgcrypto'")
+    )
 
 
 @pytest.mark.parametrize("algorithm", ["md5", "sha224", "sha256", "sha384", "sha512"])
@@ -461,7 +476,10 @@ def test_dnoise_moves_dates_by_whole_days_within_the_range_without_drift(toolkit
     # average half a day early
     assert abs(mean) < Decimal("0.3")
     # less than a day of noise cannot move a date
-    assert toolkit.scalar("SELECT count(DISTINCT veil.dnoise(date '2020-06-15', '20 hours')) FROM generate_series(1, 200)") == 1
+    assert (
+        toolkit.scalar("SELECT count(DISTINCT veil.dnoise(date '2020-06-15', '20 hours')) FROM generate_series(1, 200)")
+        == 1
+    )
 
 
 def test_dnoise_refuses_other_types_clearly(toolkit):
@@ -505,7 +523,12 @@ def test_generalize_examples(toolkit, call, expected):
     [
         ("generalize_int4range", "int", [0, 1, 9, 10, 42, -1, -10, -11, 123456789], [1, 3, 10, 1000]),
         ("generalize_int8range", "bigint", [0, 9, -1, -11, 4345646464646, -(2**60) - 7], [1, 7, 10, 10**10]),
-        ("generalize_numrange", "numeric", ["0", "9.99", "-0.001", "123.456", "999999999999999999999", "-999999999999999999999.5"], [1, 10, 7]),
+        (
+            "generalize_numrange",
+            "numeric",
+            ["0", "9.99", "-0.001", "123.456", "999999999999999999999", "-999999999999999999999.5"],
+            [1, 10, 7],
+        ),
     ],
 )
 def test_generalize_numbers_contain_the_value_with_the_step_as_width(toolkit, fn, cast, values, steps):
@@ -556,8 +579,8 @@ def test_generalize_tstzrange_follows_the_session_time_zone(toolkit):
     toolkit.execute("SET TimeZone = 'Asia/Tokyo'")
     tokyo = toolkit.scalar("SELECT lower(veil.generalize_tstzrange(%s, 'day'))", (value,))
     assert utc != tokyo
-    assert utc == dt.datetime(2020, 6, 15, tzinfo=dt.timezone.utc)
-    assert tokyo == dt.datetime(2020, 6, 15, 15, tzinfo=dt.timezone.utc)  # midnight of 16 June in Tokyo
+    assert utc == dt.datetime(2020, 6, 15, tzinfo=dt.UTC)
+    assert tokyo == dt.datetime(2020, 6, 15, 15, tzinfo=dt.UTC)  # midnight of 16 June in Tokyo
 
 
 def test_generalize_dates_refuse_an_unknown_unit(toolkit):

@@ -25,8 +25,11 @@ def run(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def listed_commands(help_text: str) -> set[str]:
     """The command names in the Commands panel of `pgveil --help`."""
     panel = help_text.split("Commands", 1)[1]
-    return {line.strip("│ ").split()[0] for line in panel.splitlines()
-            if line.startswith("│ ") and not line.startswith("│  ") and line.strip("│ ")}
+    return {
+        line.strip("│ ").split()[0]
+        for line in panel.splitlines()
+        if line.startswith("│ ") and not line.startswith("│  ") and line.strip("│ ")
+    }
 
 
 def test_wheel_installs_the_toolkit_from_another_directory(tmp_path: Path, bare) -> None:
@@ -39,8 +42,20 @@ def test_wheel_installs_the_toolkit_from_another_directory(tmp_path: Path, bare)
     assert "pgveil/_bundled/migrations/versions/0001_foundation.py" in names
     assert "pgveil/services/install.py" in names
     # The demo application is for checkouts only.
-    demo = [n for n in names if n.startswith(("pgveil/_bundled/migrations/demo/", "pgveil/_bundled/sql/demo/",
-                                              "loader/", "consumer/", "demo/", "pgveil/cli_demo"))]
+    demo = [
+        n
+        for n in names
+        if n.startswith(
+            (
+                "pgveil/_bundled/migrations/demo/",
+                "pgveil/_bundled/sql/demo/",
+                "loader/",
+                "consumer/",
+                "demo/",
+                "pgveil/cli_demo",
+            )
+        )
+    ]
     assert demo == [], demo
 
     venv = tmp_path / "venv"

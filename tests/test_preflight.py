@@ -12,7 +12,7 @@ import pytest
 
 from pgveil import preflight
 from pgveil.errors import PgveilError
-from tests.test_install import catalog
+from tests.helpers import catalog
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -25,7 +25,11 @@ def alembic_upgrade(tmp_path, database_url: str | None) -> subprocess.CompletedP
         env["DATABASE_URL"] = database_url
     return subprocess.run(
         [sys.executable, "-m", "alembic", "upgrade", "head"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 

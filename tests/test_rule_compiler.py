@@ -16,16 +16,20 @@ def compiled(db, policy: str, table: str, target: str) -> str:
 def test_statement_targets_compute_the_policy_exactly(demo, target):
     seed(demo)
     demo.execute("SELECT veil.create_policy('exported', 'copy')")
-    for column, rule in (("customer_id", "NOT MASKED"),
-                         ("email", "MASKED WITH FUNCTION veil.token(email, 'email')"),
-                         ("last_name", "MASKED WITH FUNCTION veil.partial(last_name, 1, '**', 1)"),
-                         ("store_id", "MASKED WITH VALUE 0")):
+    for column, rule in (
+        ("customer_id", "NOT MASKED"),
+        ("email", "MASKED WITH FUNCTION veil.token(email, 'email')"),
+        ("last_name", "MASKED WITH FUNCTION veil.partial(last_name, 1, '**', 1)"),
+        ("store_id", "MASKED WITH VALUE 0"),
+    ):
         label(demo, "COLUMN", f"public.customer.{column}", rule, policy="exported")
     query = compiled(demo, "exported", "public.customer", target)
     # Tokens are written out with the key joined once, not called per row.
     assert "veil.token(" not in query and "veil_key" in query
-    expected = ("SELECT customer_id, 0 AS store_id, veil.partial(last_name, 1, '**', 1) AS last_name,"
-                " veil.token(email, 'email') AS email FROM public.customer")
+    expected = (
+        "SELECT customer_id, 0 AS store_id, veil.partial(last_name, 1, '**', 1) AS last_name,"
+        " veil.token(email, 'email') AS email FROM public.customer"
+    )
     assert_copies_equal_transform(demo, ((expected, query),))
 
 
@@ -41,7 +45,8 @@ def test_statement_targets_write_fakes_and_partials_out_and_leave_unruled_column
     assert exported_types == {name: source_types[name] for name in exported_types}
     rows = demo.execute(
         "SELECT c.email, e.email, c.first_name, e.first_name, c.customer_id = e.customer_id"
-        " FROM customer c JOIN exported e USING (customer_id)").fetchall()
+        " FROM customer c JOIN exported e USING (customer_id)"
+    ).fetchall()
     assert len(rows) == 200
     first_names = {r[0] for r in demo.execute("SELECT value FROM veil.dictionary WHERE name = 'first_name'")}
     for raw_email, email, raw_first, first, same_key in rows:
@@ -49,8 +54,12 @@ def test_statement_targets_write_fakes_and_partials_out_and_leave_unruled_column
         assert first in first_names and first != raw_first
         assert same_key
     # Only the columns with a rule are exported.
-    assert set(exported_types) == {r[0] for r in demo.execute(
-        "SELECT column_name FROM veil.rules WHERE policy = 'mask' AND table_name = 'customer'").fetchall()}
+    assert set(exported_types) == {
+        r[0]
+        for r in demo.execute(
+            "SELECT column_name FROM veil.rules WHERE policy = 'mask' AND table_name = 'customer'"
+        ).fetchall()
+    }
     label(demo, "COLUMN", "public.customer.active", None)
     assert "src.active AS active" not in compiled(demo, "mask", "public.customer", "export")
 
@@ -63,8 +72,9 @@ def test_an_unknown_policy_is_refused(demo):
 @pytest.mark.parametrize("target", [None, "table", ""])
 def test_an_unknown_target_is_refused(demo, target):
     with pytest.raises(psycopg.errors.RaiseException, match="compile for view, copy, rewrite or export"):
-        demo.execute("SELECT * FROM veil_private.compile_rule('mask', 'public.customer'::regclass, 1::smallint, %s)",
-                      (target,))
+        demo.execute(
+            "SELECT * FROM veil_private.compile_rule('mask', 'public.customer'::regclass, 1::smallint, %s)", (target,)
+        )
     if target is not None:  # compiled_select is STRICT
         with pytest.raises(psycopg.errors.RaiseException, match="compile for view, copy, rewrite or export"):
             compiled(demo, "mask", "public.address", target)
@@ -72,7 +82,9 @@ def test_an_unknown_target_is_refused(demo, target):
 
 def test_a_missing_column_is_refused(demo):
     with pytest.raises(psycopg.errors.RaiseException, match="has no column number 99"):
-        demo.execute("SELECT * FROM veil_private.compile_rule('mask', 'public.customer'::regclass, 99::smallint, 'view')")
+        demo.execute(
+            "SELECT * FROM veil_private.compile_rule('mask', 'public.customer'::regclass, 99::smallint, 'view')"
+        )
 
 
 def fill(db, template: str, fields: str) -> str:
@@ -89,9 +101,16 @@ def test_the_template_fills_each_placeholder_once(demo):
 
 def test_a_rule_constant_that_looks_like_quoting_or_a_placeholder_streams_as_it_is(demo):
     tricky = "$body$ {{copy}} $$ 'quoted'"
-    label(demo, "COLUMN", "public.customer.first_name",
-          "MASKED WITH VALUE " + demo.scalar("SELECT quote_literal(%s)", (tricky,)), policy="sanitized")
+    label(
+        demo,
+        "COLUMN",
+        "public.customer.first_name",
+        "MASKED WITH VALUE " + demo.scalar("SELECT quote_literal(%s)", (tricky,)),
+        policy="sanitized",
+    )
     demo.execute("INSERT INTO address (address) VALUES ('a')")
-    demo.execute("INSERT INTO customer (store_id, first_name, last_name, email, address_id)"
-                 " VALUES (1, 'Ann', 'Lee', 'ann@example.com', 1)")
+    demo.execute(
+        "INSERT INTO customer (store_id, first_name, last_name, email, address_id)"
+        " VALUES (1, 'Ann', 'Lee', 'ann@example.com', 1)"
+    )
     assert demo.scalar("SELECT first_name FROM sanitized.customer") == tricky

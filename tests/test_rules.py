@@ -30,7 +30,9 @@ def rules(db):
 
 def test_the_two_policies_exist(toolkit):
     assert toolkit.execute("SELECT policy, delivery FROM veil.policies ORDER BY 1").fetchall() == [
-        ("mask", "views"), ("sanitized", "copy")]
+        ("mask", "views"),
+        ("sanitized", "copy"),
+    ]
 
 
 def test_column_rules_with_quoted_odd_names(client):
@@ -39,7 +41,16 @@ def test_column_rules_with_quoted_odd_names(client):
     label(client, 'public."Client Data".id', "NOT MASKED")
     label(client, 'public."Client Data".age', "MASKED WITH VALUE NULL")
     assert rules(client) == [
-        ("mask", "COLUMN", "public", "Client Data", "E-mail", None, "function", "veil.partial(\"E-mail\", 2, '***'::text, 2)"),
+        (
+            "mask",
+            "COLUMN",
+            "public",
+            "Client Data",
+            "E-mail",
+            None,
+            "function",
+            "veil.partial(\"E-mail\", 2, '***'::text, 2)",
+        ),
         ("mask", "COLUMN", "public", "Client Data", "age", None, "value", "NULL::text"),
         ("mask", "COLUMN", "public", "Client Data", "id", None, "not_masked", None),
         ("mask", "COLUMN", "public", "Client Data", "name", None, "value", "'CONFIDENTIAL'::text"),
@@ -56,7 +67,9 @@ def test_a_column_can_have_different_rules_per_policy(client):
     label(client, 'public."Client Data"."E-mail"', 'MASKED WITH FUNCTION veil.partial_email("E-mail")')
     label(client, 'public."Client Data"."E-mail"', 'MASKED WITH FUNCTION veil.token("E-mail")', policy="sanitized")
     assert {(r[0], r[7]) for r in rules(client)} == {
-        ("mask", 'veil.partial_email("E-mail")'), ("sanitized", 'veil.token("E-mail")')}
+        ("mask", 'veil.partial_email("E-mail")'),
+        ("sanitized", 'veil.token("E-mail")'),
+    }
 
 
 def test_renames_keep_rules_and_their_expressions(client):
@@ -67,8 +80,17 @@ def test_renames_keep_rules_and_their_expressions(client):
     client.execute("CREATE SCHEMA crm")
     client.execute("ALTER TABLE public.clients SET SCHEMA crm")
     assert rules(client) == [
-        ("mask", "COLUMN", "crm", "clients", "full_name", None, "function",
-         "veil.partial((full_name || \"Nick Name\"), 1, '*'::text, 1)")]
+        (
+            "mask",
+            "COLUMN",
+            "crm",
+            "clients",
+            "full_name",
+            None,
+            "function",
+            "veil.partial((full_name || \"Nick Name\"), 1, '*'::text, 1)",
+        )
+    ]
 
 
 def test_dropping_a_column_or_table_removes_its_rules(client):
@@ -90,25 +112,31 @@ def test_dropping_a_column_that_a_rule_reads_removes_that_rule(client):
     assert rules(client) == []
 
 
-@pytest.mark.parametrize("bad_label, message", [
-    ("MASKED WITH FUNCTION pg_read_file('/etc/passwd')", "pg_read_file(text) is not trusted"),
-    ("MASKED WITH FUNCTION md5((SELECT password FROM public.other_table))", "no subqueries"),
-    ("MASKED WITH VALUE (SELECT password FROM public.other_table LIMIT 1)", "no subqueries"),
-    ("MASKED WITH FUNCTION 'x'); DROP TABLE public.other_table; --", "may not contain ';'"),
-    ("MASKED WITH FUNCTION md5(name) /* x */", "may not contain"),
-    ("MASKED WITH FUNCTION md5(current_setting('server_version'))", "current_setting(text) is not trusted"),
-    ("MASKED WITH FUNCTION public.evil(name)", "public.evil(text) is not trusted"),
-    ("MASKED WITH FUNCTION partial(name, 1, '*', 1)", "does not exist"),
-    ("MASKED WITH FUNCTION public.partial(name, 1, '*', 1)", "public.partial(text,integer,text,integer) is not trusted"),
-    ("MASKED WITH FUNCTION md5(name OPERATOR(public.###) 'x')", "operator public.###(text,text) is not trusted"),
-    ("MASKED WITH FUNCTION md5(name) || 'x'", "one function call"),
-    ("MASKED WITH VALUE md5('x')", "takes a constant"),
-    ("MASKED WITH VALUE 'not a number'", "invalid input syntax for type integer"),
-    ("MASKED WITH VALUE '2020-01-01'::date", "cannot cast type date to integer"),
-    ("MASKED WITH FUNCTION md5(nosuchcolumn)", "does not exist"),
-    ("MASKED WITH FUNCTION veil.rotate_key()", "veil.rotate_key() is not trusted"),
-    ("SHOW ME EVERYTHING", "unknown column label"),
-])
+@pytest.mark.parametrize(
+    "bad_label, message",
+    [
+        ("MASKED WITH FUNCTION pg_read_file('/etc/passwd')", "pg_read_file(text) is not trusted"),
+        ("MASKED WITH FUNCTION md5((SELECT password FROM public.other_table))", "no subqueries"),
+        ("MASKED WITH VALUE (SELECT password FROM public.other_table LIMIT 1)", "no subqueries"),
+        ("MASKED WITH FUNCTION 'x'); DROP TABLE public.other_table; --", "may not contain ';'"),
+        ("MASKED WITH FUNCTION md5(name) /* x */", "may not contain"),
+        ("MASKED WITH FUNCTION md5(current_setting('server_version'))", "current_setting(text) is not trusted"),
+        ("MASKED WITH FUNCTION public.evil(name)", "public.evil(text) is not trusted"),
+        ("MASKED WITH FUNCTION partial(name, 1, '*', 1)", "does not exist"),
+        (
+            "MASKED WITH FUNCTION public.partial(name, 1, '*', 1)",
+            "public.partial(text,integer,text,integer) is not trusted",
+        ),
+        ("MASKED WITH FUNCTION md5(name OPERATOR(public.###) 'x')", "operator public.###(text,text) is not trusted"),
+        ("MASKED WITH FUNCTION md5(name) || 'x'", "one function call"),
+        ("MASKED WITH VALUE md5('x')", "takes a constant"),
+        ("MASKED WITH VALUE 'not a number'", "invalid input syntax for type integer"),
+        ("MASKED WITH VALUE '2020-01-01'::date", "cannot cast type date to integer"),
+        ("MASKED WITH FUNCTION md5(nosuchcolumn)", "does not exist"),
+        ("MASKED WITH FUNCTION veil.rotate_key()", "veil.rotate_key() is not trusted"),
+        ("SHOW ME EVERYTHING", "unknown column label"),
+    ],
+)
 def test_rejected_rules_raise_one_clear_error_and_change_nothing(client, bad_label, message):
     client.execute("CREATE FUNCTION public.evil(text) RETURNS integer LANGUAGE sql AS 'SELECT 1'")
     client.execute("CREATE FUNCTION public.partial(text, int, text, int) RETURNS integer LANGUAGE sql AS 'SELECT 1'")
@@ -159,8 +187,9 @@ def test_keyed_functions_are_refused_in_views_policies_unless_acknowledged(clien
         label(client, 'public."Client Data".name', "MASKED WITH FUNCTION veil.pseudo_first_name(name)")
     with pytest.raises(REJECTED, match="compute the token or pseudonym"):
         client.execute("SELECT veil.alter_policy('mask', allow_keyed_functions => true)")
-    client.execute("SELECT veil.alter_policy('mask', allow_keyed_functions => true,"
-                   " masked_roles_may_compute_pseudonyms => true)")
+    client.execute(
+        "SELECT veil.alter_policy('mask', allow_keyed_functions => true, masked_roles_may_compute_pseudonyms => true)"
+    )
     label(client, 'public."Client Data".name', "MASKED WITH FUNCTION veil.pseudo_first_name(name)")
     with pytest.raises(REJECTED, match="remove them first"):
         client.execute("SELECT veil.alter_policy('mask', allow_keyed_functions => false)")
@@ -179,15 +208,18 @@ def test_new_policies(client):
         label(client, 'public."Client Data".name', "NOT MASKED", policy="nope")
 
 
-@pytest.mark.parametrize("object_type, object_name, message", [
-    ("COLUMN", "customer.email", "schema.table.column"),
-    ("COLUMN", "public.nosuch.email", "there is no table"),
-    ("COLUMN", 'public."Client Data".nosuch', "has no column"),
-    ("COLUMN", 'public."unterminated', "not a valid object name"),
-    ("ROLE", "no_such_role_anywhere", "there is no role"),
-    ("SCHEMA", "no_such_schema", "there is no schema"),
-    ("TABLE", 'public."Client Data"', "COLUMN, ROLE or SCHEMA"),
-])
+@pytest.mark.parametrize(
+    "object_type, object_name, message",
+    [
+        ("COLUMN", "customer.email", "schema.table.column"),
+        ("COLUMN", "public.nosuch.email", "there is no table"),
+        ("COLUMN", 'public."Client Data".nosuch', "has no column"),
+        ("COLUMN", 'public."unterminated', "not a valid object name"),
+        ("ROLE", "no_such_role_anywhere", "there is no role"),
+        ("SCHEMA", "no_such_schema", "there is no schema"),
+        ("TABLE", 'public."Client Data"', "COLUMN, ROLE or SCHEMA"),
+    ],
+)
 def test_bad_object_names(client, object_type, object_name, message):
     with pytest.raises(REJECTED, match=message):
         label(client, object_name, "NOT MASKED", object_type=object_type)

@@ -17,8 +17,7 @@ from pgveil import sandbox
 def pgveil(*args: str, sandbox_dir: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     env["PGVEIL_SANDBOX_DIR"] = str(sandbox_dir)
-    return subprocess.run([sys.executable, "-m", "pgveil", *args], env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "pgveil", *args], env=env, capture_output=True, text=True, timeout=120)
 
 
 def test_start_url_stop(tmp_path):
@@ -68,7 +67,9 @@ def test_password_is_required(tmp_path):
 
 def test_a_durable_sandbox_keeps_postgresql_durability_settings(tmp_path):
     """Benchmarks that measure commits need fsync on; the ordinary sandbox trades it for speed."""
-    settings = "SELECT current_setting('fsync'), current_setting('synchronous_commit'), current_setting('full_page_writes')"
+    settings = (
+        "SELECT current_setting('fsync'), current_setting('synchronous_commit'), current_setting('full_page_writes')"
+    )
     for durable, expected in ((True, ("on", "on", "on")), (False, ("off", "off", "off"))):
         root = tmp_path / f"durable-{durable}"
         state = sandbox.start(root, durable=durable)

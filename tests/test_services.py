@@ -18,6 +18,7 @@ NOWHERE = "postgresql://nobody:secret@127.0.0.1:1/nothing"
 
 # --- resolving the target: explicit, else DATABASE_URL, else the entry point's fallback ---
 
+
 class Fallback:
     """A fallback that remembers whether it was asked."""
 
@@ -74,6 +75,7 @@ def test_the_migrations_use_the_callers_url_as_given(bare, monkeypatch: pytest.M
 
 # --- install: preflight, install, inventory, uninstall ---
 
+
 def test_install_returns_what_is_installed_and_uninstall_removes_it(bare) -> None:
     install.preflight(bare.url)
     with psycopg.connect(bare.url) as conn:
@@ -119,6 +121,7 @@ def test_a_failed_preflight_is_one_error(bare) -> None:
 
 # --- keys and streaming ---
 
+
 @pytest.fixture
 def autocommit(demo) -> Iterator[psycopg.Connection]:
     with psycopg.connect(demo.url, autocommit=True) as conn:
@@ -138,8 +141,10 @@ def test_key_versions_and_rotation(toolkit) -> None:
 def test_backfill_reports_progress_through_its_callback(demo, autocommit: psycopg.Connection) -> None:
     demo.execute("ALTER TABLE customer DISABLE TRIGGER USER")
     demo.execute("INSERT INTO address (address) VALUES ('street')")
-    demo.execute("INSERT INTO customer (store_id, first_name, last_name, email, address_id)"
-                 " SELECT 1, 'f' || g, 'l' || g, 'c' || g || '@example.com', 1 FROM generate_series(1, 250) g")
+    demo.execute(
+        "INSERT INTO customer (store_id, first_name, last_name, email, address_id)"
+        " SELECT 1, 'f' || g, 'l' || g, 'c' || g || '@example.com', 1 FROM generate_series(1, 250) g"
+    )
     demo.execute("ALTER TABLE customer ENABLE TRIGGER USER")
     batches: list[int] = []
     assert streaming.backfill(autocommit, "public.customer", 100, batches.append) == 250
@@ -153,6 +158,7 @@ def test_rekey_returns_the_new_key_version(demo, autocommit: psycopg.Connection)
 
 
 # --- masking ---
+
 
 def test_status_is_plain_data(demo) -> None:
     with psycopg.connect(demo.url) as conn:

@@ -12,39 +12,7 @@ import pytest
 from psycopg import sql
 
 from pgveil import migrate
-
-# The demo revision's sanitized policy, computed independently of the
-# generated triggers (veil.token per row), to compare the copy against.
-CUSTOMER_TRANSFORM = """
-    SELECT veil.token(customer_id::text, 'customer') AS customer_id, store_id,
-           veil.token(first_name, 'first_name') AS first_name, veil.token(last_name, 'last_name') AS last_name,
-           veil.token(email, 'email') AS email, activebool, create_date, last_update, active
-    FROM public.customer"""
-PAYMENT_TRANSFORM = """
-    SELECT payment_id, veil.token(customer_id::text, 'customer') AS customer_id, amount, payment_date
-    FROM public.payment"""
-CUSTOMER_COPY = ("SELECT customer_id, store_id, first_name, last_name, email, activebool, create_date,"
-                 " last_update, active FROM sanitized.customer")
-PAYMENT_COPY = "SELECT payment_id, customer_id, amount, payment_date FROM sanitized.payment"
-
-
-def assert_copies_equal_transform(db, pairs=((CUSTOMER_TRANSFORM, CUSTOMER_COPY), (PAYMENT_TRANSFORM, PAYMENT_COPY))):
-    """Each copy holds exactly its transformed source, row by row."""
-    for transform, copy in pairs:
-        missing = db.execute(f"({transform}) EXCEPT ALL ({copy})").fetchall()
-        extra = db.execute(f"({copy}) EXCEPT ALL ({transform})").fetchall()
-        assert (missing, extra) == ([], []), transform
-
-
-def seed(db, customers=200, payments=400):
-    db.execute("INSERT INTO address (address) SELECT 'street ' || g FROM generate_series(1, 10) g")
-    db.execute(
-        "INSERT INTO customer (store_id, first_name, last_name, email, address_id)"
-        " SELECT 1 + g %% 2, 'first' || g, 'last' || g, 'c' || g || '@example.com', 1 + g %% 10"
-        " FROM generate_series(1, %s) g", (customers,))
-    db.execute(
-        "INSERT INTO payment (customer_id, amount)"
-        " SELECT 1 + g %% %s, (g %% 100) + 0.99 FROM generate_series(1, %s) g" % (customers, payments))
+from tests.helpers import assert_copies_equal_transform, seed
 
 
 def test_a_mixed_workload_keeps_the_copy_equal_to_the_transformed_source(demo):
@@ -55,8 +23,10 @@ def test_a_mixed_workload_keeps_the_copy_equal_to_the_transformed_source(demo):
     # Key changes move rows (payments follow through ON UPDATE CASCADE).
     demo.execute("UPDATE customer SET customer_id = customer_id + 100000 WHERE customer_id % 7 = 0")
     demo.execute("DELETE FROM customer WHERE customer_id % 5 = 0")
-    demo.execute("INSERT INTO customer (store_id, first_name, last_name, email, address_id)"
-                 " VALUES (1, 'Zoë', 'O''Brien', NULL, 1)")
+    demo.execute(
+        "INSERT INTO customer (store_id, first_name, last_name, email, address_id)"
+        " VALUES (1, 'Zoë', 'O''Brien', NULL, 1)"
+    )
     with demo.admin.transaction():
         demo.execute("UPDATE payment SET amount = amount + 1 WHERE payment_id % 4 = 0")
         demo.execute("DELETE FROM payment WHERE payment_id % 9 = 0")
@@ -74,13 +44,16 @@ def test_the_sanitized_join_equals_the_raw_join(demo):
     ).fetchone()
     sanitized = demo.execute(
         "SELECT count(*), sum(p.amount), count(DISTINCT c.customer_id)"
-        " FROM sanitized.payment p JOIN sanitized.customer c USING (customer_id)").fetchone()
+        " FROM sanitized.payment p JOIN sanitized.customer c USING (customer_id)"
+    ).fetchone()
     assert raw == sanitized
     per_store_raw = demo.execute(
-        "SELECT c.store_id, sum(p.amount) FROM payment p JOIN customer c USING (customer_id) GROUP BY 1 ORDER BY 1").fetchall()
+        "SELECT c.store_id, sum(p.amount) FROM payment p JOIN customer c USING (customer_id) GROUP BY 1 ORDER BY 1"
+    ).fetchall()
     per_store_copy = demo.execute(
         "SELECT c.store_id, sum(p.amount) FROM sanitized.payment p JOIN sanitized.customer c USING (customer_id)"
-        " GROUP BY 1 ORDER BY 1").fetchall()
+        " GROUP BY 1 ORDER BY 1"
+    ).fetchall()
     assert per_store_raw == per_store_copy
 
 
@@ -88,16 +61,24 @@ def test_erasure_is_in_the_writers_transaction(demo):
     seed(demo, customers=5, payments=5)
     with demo.admin.transaction():
         demo.execute("DELETE FROM customer WHERE customer_id = 1")
-        assert demo.scalar("SELECT count(*) FROM sanitized.customer WHERE customer_id = veil.token('1', 'customer')") == 0
-        assert demo.scalar("SELECT count(*) FROM sanitized.payment WHERE customer_id = veil.token('1', 'customer')") == 0
+        assert (
+            demo.scalar("SELECT count(*) FROM sanitized.customer WHERE customer_id = veil.token('1', 'customer')") == 0
+        )
+        assert (
+            demo.scalar("SELECT count(*) FROM sanitized.payment WHERE customer_id = veil.token('1', 'customer')") == 0
+        )
 
 
 def test_unlabeled_columns_never_reach_the_copy(demo):
     demo.execute("ALTER TABLE customer ADD COLUMN ssn text")
     seed(demo, customers=3, payments=1)
     demo.execute("UPDATE customer SET ssn = '123-45-6789'")
-    columns = {r[0] for r in demo.execute(
-        "SELECT attname FROM pg_attribute WHERE attrelid = 'sanitized.customer'::regclass AND attnum > 0")}
+    columns = {
+        r[0]
+        for r in demo.execute(
+            "SELECT attname FROM pg_attribute WHERE attrelid = 'sanitized.customer'::regclass AND attnum > 0"
+        )
+    }
     assert "ssn" not in columns and "address_id" not in columns
     assert "123-45-6789" not in str(demo.execute("SELECT * FROM sanitized.customer").fetchall())
 
@@ -109,7 +90,9 @@ def test_streams_need_a_primary_key_with_a_deterministic_rule(demo):
     demo.execute("CREATE TABLE public.keyed (id int PRIMARY KEY, a text)")
     with pytest.raises(psycopg.errors.RaiseException, match="need a rule in policy sanitized"):
         demo.execute("SELECT veil.stream('public.keyed')")
-    demo.execute("SELECT veil.security_label('sanitized', 'COLUMN', 'public.keyed.id', 'MASKED WITH FUNCTION veil.random_int_between(1, 10)')")
+    demo.execute(
+        "SELECT veil.security_label('sanitized', 'COLUMN', 'public.keyed.id', 'MASKED WITH FUNCTION veil.random_int_between(1, 10)')"
+    )
     with pytest.raises(psycopg.errors.RaiseException, match="NOT MASKED or a veil.token"):
         demo.execute("SELECT veil.stream('public.keyed')")
     assert demo.scalar("SELECT to_regclass('sanitized.keyed')") is None
@@ -119,7 +102,9 @@ def test_same_named_tables_of_other_schemas_do_not_collide(demo):
     demo.execute("CREATE SCHEMA crm")
     demo.execute("CREATE TABLE crm.customer (id int PRIMARY KEY, name text)")
     demo.execute("SELECT veil.security_label('sanitized', 'COLUMN', 'crm.customer.id', 'NOT MASKED')")
-    demo.execute("SELECT veil.security_label('sanitized', 'COLUMN', 'crm.customer.name', 'MASKED WITH FUNCTION veil.token(name)')")
+    demo.execute(
+        "SELECT veil.security_label('sanitized', 'COLUMN', 'crm.customer.name', 'MASKED WITH FUNCTION veil.token(name)')"
+    )
     assert demo.scalar("SELECT veil.stream('crm.customer')::text") == "sanitized.crm__customer"
     demo.execute("INSERT INTO crm.customer VALUES (1, 'x')")
     assert demo.scalar("SELECT name FROM sanitized.crm__customer") == demo.scalar("SELECT veil.token('x')")
@@ -133,8 +118,11 @@ def test_a_composite_key_is_followed_through_every_statement(demo):
     """Key order, key moves, the out-of-step fallback and the backfill with a two-column key."""
     demo.execute("CREATE TABLE orders (region text, order_no int, note text, PRIMARY KEY (region, order_no))")
     demo.execute("INSERT INTO orders SELECT 'r' || g % 3, g, 'n' || g FROM generate_series(1, 50) g")
-    for column, label in (("region", "MASKED WITH FUNCTION veil.token(region, 'region')"),
-                          ("order_no", "NOT MASKED"), ("note", "MASKED WITH FUNCTION veil.token(note)")):
+    for column, label in (
+        ("region", "MASKED WITH FUNCTION veil.token(region, 'region')"),
+        ("order_no", "NOT MASKED"),
+        ("note", "MASKED WITH FUNCTION veil.token(note)"),
+    ):
         demo.execute("SELECT veil.security_label('sanitized', 'COLUMN', %s, %s)", (f"public.orders.{column}", label))
     demo.execute("SELECT veil.stream('orders')")
     demo.execute("CALL veil.backfill('orders', 7)")
@@ -145,19 +133,29 @@ def test_a_composite_key_is_followed_through_every_statement(demo):
     demo.execute("DELETE FROM orders WHERE order_no = 60")
     demo.execute("RESET session_replication_role")
     demo.execute("INSERT INTO orders VALUES ('r0', 60, 'back')")
-    assert_copies_equal_transform(demo, [("SELECT veil.token(region, 'region'), order_no, veil.token(note) FROM orders",
-                                          "SELECT region, order_no, note FROM sanitized.orders")])
+    assert_copies_equal_transform(
+        demo,
+        [
+            (
+                "SELECT veil.token(region, 'region'), order_no, veil.token(note) FROM orders",
+                "SELECT region, order_no, note FROM sanitized.orders",
+            )
+        ],
+    )
     assert demo.scalar("SELECT count(*) FROM sanitized.orders") == 50
 
 
-@pytest.mark.parametrize("ddl", [
-    "ALTER TABLE customer RENAME COLUMN email TO mail",
-    "ALTER TABLE customer DROP COLUMN email",
-    "ALTER TABLE customer ALTER COLUMN store_id TYPE integer",
-    "ALTER TABLE customer ALTER COLUMN active TYPE bigint",
-    "ALTER TABLE customer RENAME TO client",
-    "ALTER TABLE customer ADD COLUMN notes text",
-])
+@pytest.mark.parametrize(
+    "ddl",
+    [
+        "ALTER TABLE customer RENAME COLUMN email TO mail",
+        "ALTER TABLE customer DROP COLUMN email",
+        "ALTER TABLE customer ALTER COLUMN store_id TYPE integer",
+        "ALTER TABLE customer ALTER COLUMN active TYPE bigint",
+        "ALTER TABLE customer RENAME TO client",
+        "ALTER TABLE customer ADD COLUMN notes text",
+    ],
+)
 def test_ddl_on_a_streamed_table_never_breaks_writes(demo, ddl):
     seed(demo, customers=5, payments=5)
     demo.execute(ddl)
@@ -170,8 +168,9 @@ def test_ddl_on_a_streamed_table_never_breaks_writes(demo, ddl):
     demo.execute(f"DELETE FROM {table} WHERE customer_id = 2")
     copy_rows = demo.scalar("SELECT count(*) FROM sanitized.customer")
     assert copy_rows == demo.scalar(f"SELECT count(*) FROM {table}")
-    assert demo.scalar("SELECT first_name FROM sanitized.customer WHERE customer_id = veil.token('1', 'customer')") \
-        == demo.scalar("SELECT veil.token('Changed', 'first_name')")
+    assert demo.scalar(
+        "SELECT first_name FROM sanitized.customer WHERE customer_id = veil.token('1', 'customer')"
+    ) == demo.scalar("SELECT veil.token('Changed', 'first_name')")
 
 
 def test_dropping_a_streamed_table_drops_its_copy(demo):
@@ -190,7 +189,9 @@ def test_backfill_copies_existing_rows_and_is_idempotent(demo):
     demo.execute("CALL veil.backfill('public.customer', batch_size => 128)")
     demo.execute("CALL veil.backfill('public.payment')")
     assert_copies_equal_transform(demo)
-    progress = demo.execute("SELECT backfilled_rows, needs_backfill FROM veil.streams WHERE source = 'customer'::regclass").fetchone()
+    progress = demo.execute(
+        "SELECT backfilled_rows, needs_backfill FROM veil.streams WHERE source = 'customer'::regclass"
+    ).fetchone()
     assert progress == (1000, False)
     demo.execute("CALL veil.backfill('public.customer', batch_size => 1000)")
     assert_copies_equal_transform(demo)
@@ -206,7 +207,8 @@ def test_backfill_resumes_where_it_stopped(demo):
     for _ in range(3):
         last, copied = demo.execute(
             "SELECT last_key, copied FROM veil_private.backfill_batch('public.customer'::regclass, 50, %s::text[])",
-            (last,)).fetchone()
+            (last,),
+        ).fetchone()
     assert demo.scalar("SELECT rows_copied FROM veil_private.backfill_progress") == 150
     demo.execute("CALL veil.backfill('public.customer', batch_size => 50)")
     assert demo.scalar("SELECT rows_copied FROM veil_private.backfill_progress") == 500
@@ -239,16 +241,23 @@ class Writers:
                     customer = rng.randint(1, 2000)
                     action = rng.random()
                     if action < 0.4:
-                        conn.execute("UPDATE customer SET email = %s WHERE customer_id = %s",
-                                     (f"w{rng.random()}@example.com", customer))
+                        conn.execute(
+                            "UPDATE customer SET email = %s WHERE customer_id = %s",
+                            (f"w{rng.random()}@example.com", customer),
+                        )
                     elif action < 0.6:
                         conn.execute("DELETE FROM customer WHERE customer_id = %s", (customer,))
                     elif action < 0.7:
-                        conn.execute("UPDATE customer SET customer_id = customer_id + 1000000 WHERE customer_id = %s",
-                                     (customer,))
+                        conn.execute(
+                            "UPDATE customer SET customer_id = customer_id + 1000000 WHERE customer_id = %s",
+                            (customer,),
+                        )
                     else:
-                        conn.execute("INSERT INTO customer (store_id, first_name, last_name, email, address_id)"
-                                     " VALUES (1, %s, 'w', 'w@example.com', 1)", (f"w{rng.random()}",))
+                        conn.execute(
+                            "INSERT INTO customer (store_id, first_name, last_name, email, address_id)"
+                            " VALUES (1, %s, 'w', 'w@example.com', 1)",
+                            (f"w{rng.random()}",),
+                        )
                     self.statements += 1
         except BaseException as exc:  # surfaced by the test
             self.errors.append(exc)
@@ -289,10 +298,13 @@ def test_rekey_under_concurrent_writes_leaves_no_old_token(demo):
     assert_copies_equal_transform(demo)
 
 
-@pytest.mark.parametrize("out_of_step", [
-    "ALTER TABLE customer DISABLE TRIGGER veil_stream_delete",
-    "SET session_replication_role = replica",
-])
+@pytest.mark.parametrize(
+    "out_of_step",
+    [
+        "ALTER TABLE customer DISABLE TRIGGER veil_stream_delete",
+        "SET session_replication_role = replica",
+    ],
+)
 def test_a_copy_out_of_step_does_not_make_inserts_fail(demo, out_of_step):
     """A copy row left behind while the triggers were off must not break the application's next insert."""
     seed(demo, customers=3, payments=0)
@@ -301,11 +313,14 @@ def test_a_copy_out_of_step_does_not_make_inserts_fail(demo, out_of_step):
     demo.execute("RESET session_replication_role")
     demo.execute("ALTER TABLE customer ENABLE TRIGGER veil_stream_delete")
     assert demo.scalar("SELECT count(*) FROM sanitized.customer WHERE customer_id = veil.token('2', 'customer')") == 1
-    demo.execute("INSERT INTO customer (customer_id, store_id, first_name, last_name, email, address_id)"
-                 " VALUES (2, 2, 'Again', 'Back', 'again@example.com', 1)")
+    demo.execute(
+        "INSERT INTO customer (customer_id, store_id, first_name, last_name, email, address_id)"
+        " VALUES (2, 2, 'Again', 'Back', 'again@example.com', 1)"
+    )
     assert_copies_equal_transform(demo)
-    assert demo.scalar("SELECT first_name FROM sanitized.customer WHERE customer_id = veil.token('2', 'customer')") \
-        == demo.scalar("SELECT veil.token('Again', 'first_name')")
+    assert demo.scalar(
+        "SELECT first_name FROM sanitized.customer WHERE customer_id = veil.token('2', 'customer')"
+    ) == demo.scalar("SELECT veil.token('Again', 'first_name')")
 
 
 def test_labeling_another_column_adds_it_to_the_copy_until_the_next_backfill(demo):
@@ -320,42 +335,63 @@ def test_labeling_another_column_adds_it_to_the_copy_until_the_next_backfill(dem
     assert demo.scalar("SELECT count(address_id) FROM sanitized.customer") == 20
     # Removing the rule takes the column out of the copy again.
     demo.execute("SELECT veil.security_label('sanitized', 'COLUMN', 'public.customer.address_id', NULL)")
-    assert demo.scalar("SELECT count(*) FROM pg_attribute WHERE attrelid = 'sanitized.customer'::regclass"
-                       " AND attname = 'address_id' AND NOT attisdropped") == 0
+    assert (
+        demo.scalar(
+            "SELECT count(*) FROM pg_attribute WHERE attrelid = 'sanitized.customer'::regclass"
+            " AND attname = 'address_id' AND NOT attisdropped"
+        )
+        == 0
+    )
 
 
 def test_the_key_column_keeps_its_rule_while_streamed(demo):
     with pytest.raises(psycopg.errors.RaiseException, match="must keep its rules"):
         demo.execute("SELECT veil.security_label('sanitized', 'COLUMN', 'public.customer.customer_id', NULL)")
-    assert demo.scalar("SELECT count(*) FROM veil.rules WHERE column_name = 'customer_id' AND policy = 'sanitized'") == 2
+    assert (
+        demo.scalar("SELECT count(*) FROM veil.rules WHERE column_name = 'customer_id' AND policy = 'sanitized'") == 2
+    )
 
 
 def text_collations(db, relation):
-    return dict(db.execute(
-        "SELECT attname, attcollation::regcollation::text FROM pg_attribute"
-        " WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped AND attcollation <> 0",
-        (relation,)).fetchall())
+    return dict(
+        db.execute(
+            "SELECT attname, attcollation::regcollation::text FROM pg_attribute"
+            " WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped AND attcollation <> 0",
+            (relation,),
+        ).fetchall()
+    )
 
 
 def test_token_columns_collate_c_and_not_masked_columns_keep_their_collation(demo):
     demo.execute('CREATE TABLE tagged (id int PRIMARY KEY, label text COLLATE "POSIX", secret text)')
-    for column, label in (("id", "NOT MASKED"), ("label", "NOT MASKED"),
-                          ("secret", "MASKED WITH FUNCTION veil.token(secret)")):
+    for column, label in (
+        ("id", "NOT MASKED"),
+        ("label", "NOT MASKED"),
+        ("secret", "MASKED WITH FUNCTION veil.token(secret)"),
+    ):
         demo.execute("SELECT veil.security_label('sanitized', 'COLUMN', %s, %s)", (f"public.tagged.{column}", label))
     demo.execute("SELECT veil.stream('tagged')")
     demo.execute("INSERT INTO tagged VALUES (1, 'b', 'Zoë'), (2, 'a', 'x')")
     assert text_collations(demo, "sanitized.tagged") == {"label": '"POSIX"', "secret": '"C"'}
     # The rules swap: each copy column follows its new rule's collation.
-    demo.execute("SELECT veil.security_label('sanitized', 'COLUMN', 'public.tagged.label', 'MASKED WITH FUNCTION veil.token(label)')")
+    demo.execute(
+        "SELECT veil.security_label('sanitized', 'COLUMN', 'public.tagged.label', 'MASKED WITH FUNCTION veil.token(label)')"
+    )
     demo.execute("SELECT veil.security_label('sanitized', 'COLUMN', 'public.tagged.secret', 'NOT MASKED')")
     assert text_collations(demo, "sanitized.tagged") == {"label": '"C"', "secret": '"default"'}
     demo.execute("CALL veil.backfill('tagged')")
     demo.execute("UPDATE tagged SET label = label || '!'")
-    assert_copies_equal_transform(demo, (
-        # veil.token(label) inherits "POSIX" from label: comparing it with a "C"
-        # column takes an explicit COLLATE (the one case docs/streaming.md names).
-        ('SELECT id, veil.token(label) COLLATE "C" AS label, secret FROM tagged',
-         "SELECT id, label, secret FROM sanitized.tagged"),))
+    assert_copies_equal_transform(
+        demo,
+        (
+            # veil.token(label) inherits "POSIX" from label: comparing it with a "C"
+            # column takes an explicit COLLATE (the one case docs/streaming.md names).
+            (
+                'SELECT id, veil.token(label) COLLATE "C" AS label, secret FROM tagged',
+                "SELECT id, label, secret FROM sanitized.tagged",
+            ),
+        ),
+    )
 
 
 def test_tokens_join_and_index_lookups_with_default_collation_text(demo):
@@ -363,13 +399,17 @@ def test_tokens_join_and_index_lookups_with_default_collation_text(demo):
     and a lookup by a token given as plain text uses the copy's index."""
     seed(demo, customers=50, payments=0)
     demo.execute("CREATE TABLE crm_ids (customer_id text)")
-    demo.execute("INSERT INTO crm_ids SELECT veil.token(customer_id::text, 'customer') FROM customer WHERE customer_id <= 10")
+    demo.execute(
+        "INSERT INTO crm_ids SELECT veil.token(customer_id::text, 'customer') FROM customer WHERE customer_id <= 10"
+    )
     assert demo.scalar("SELECT count(*) FROM crm_ids JOIN sanitized.customer USING (customer_id)") == 10
     token = demo.scalar("SELECT veil.token('3', 'customer')")
     with demo.admin.transaction():
         demo.execute("SET LOCAL enable_seqscan = off")
-        plan = "\n".join(r[0] for r in demo.execute(
-            "EXPLAIN SELECT email FROM sanitized.customer WHERE customer_id = %s::text", (token,)))
+        plan = "\n".join(
+            r[0]
+            for r in demo.execute("EXPLAIN SELECT email FROM sanitized.customer WHERE customer_id = %s::text", (token,))
+        )
     assert "Index Scan using customer_pkey" in plan, plan
     assert demo.scalar("SELECT count(*) FROM sanitized.customer WHERE customer_id = %s::text", (token,)) == 1
 
@@ -378,14 +418,19 @@ def test_tokens_in_a_database_that_is_not_utf8_equal_veil_token(pg_server):
     """The generated triggers of a LATIN1 database convert to UTF-8 as veil.token does."""
     name = f"pgveil_latin1_{secrets.token_hex(3)}"
     with psycopg.connect(pg_server.url("postgres"), autocommit=True) as maintenance:
-        maintenance.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'LATIN1'"
-                                    " LC_COLLATE 'C' LC_CTYPE 'C'").format(sql.Identifier(name)))
+        maintenance.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C'").format(
+                sql.Identifier(name)
+            )
+        )
         try:
             migrate.upgrade(pg_server.url(name))
             with psycopg.connect(pg_server.url(name), autocommit=True) as db:
                 db.execute("CREATE TABLE people (name text PRIMARY KEY)")
-                db.execute("SELECT veil.security_label('sanitized', 'COLUMN', 'public.people.name',"
-                           " 'MASKED WITH FUNCTION veil.token(name)')")
+                db.execute(
+                    "SELECT veil.security_label('sanitized', 'COLUMN', 'public.people.name',"
+                    " 'MASKED WITH FUNCTION veil.token(name)')"
+                )
                 db.execute("SELECT veil.stream('people')")
                 db.execute("INSERT INTO people VALUES ('Zoë'), ('Müller'), ('plain')")
                 copied = db.execute("SELECT name FROM sanitized.people ORDER BY 1").fetchall()

@@ -10,10 +10,9 @@ attacks are tried for real by a role that may only write the demo tables.
 
 from __future__ import annotations
 
-import psycopg
 import pytest
 
-from tests.test_stream import seed
+from tests.helpers import seed
 
 # Raises only where it runs with another role's rights than the caller's.
 SNITCH = """
@@ -24,8 +23,23 @@ BEGIN
     END IF;
     RETURN true;
 END $$"""
-TYPES = ("text", "json", "jsonb", "name", "bool", "int4", "int8", "oid", "regclass", "regprocedure", "bytea",
-         "numeric", "interval", "timestamptz", "xid8")
+TYPES = (
+    "text",
+    "json",
+    "jsonb",
+    "name",
+    "bool",
+    "int4",
+    "int8",
+    "oid",
+    "regclass",
+    "regprocedure",
+    "bytea",
+    "numeric",
+    "interval",
+    "timestamptz",
+    "xid8",
+)
 
 
 @pytest.fixture
@@ -38,16 +52,23 @@ def writer(demo):
     return role
 
 
-@pytest.mark.parametrize("statements", [
-    ["INSERT INTO customer (store_id, first_name, last_name, email, address_id) VALUES (1, 'a', 'b', 'c', 1)"],
-    ["UPDATE customer SET email = 'x', customer_id = 100 WHERE customer_id = 1"],
-    ["DELETE FROM payment WHERE payment_id = 2"],
-    ["TRUNCATE payment"],
-    ["SELECT veil.version()", "SELECT veil.unfollow_changes()"],
-    # The DDL event triggers fire for the writer's own tables too.
-    ["CREATE TABLE t (id int PRIMARY KEY, note text)", "ALTER TABLE t RENAME COLUMN note TO remark",
-     "DROP TABLE t"],
-], ids=["insert", "update", "delete", "truncate", "functions", "ddl"])
+@pytest.mark.parametrize(
+    "statements",
+    [
+        ["INSERT INTO customer (store_id, first_name, last_name, email, address_id) VALUES (1, 'a', 'b', 'c', 1)"],
+        ["UPDATE customer SET email = 'x', customer_id = 100 WHERE customer_id = 1"],
+        ["DELETE FROM payment WHERE payment_id = 2"],
+        ["TRUNCATE payment"],
+        ["SELECT veil.version()", "SELECT veil.unfollow_changes()"],
+        # The DDL event triggers fire for the writer's own tables too.
+        [
+            "CREATE TABLE t (id int PRIMARY KEY, note text)",
+            "ALTER TABLE t RENAME COLUMN note TO remark",
+            "DROP TABLE t",
+        ],
+    ],
+    ids=["insert", "update", "delete", "truncate", "functions", "ddl"],
+)
 def test_a_temporary_domain_never_runs_with_the_owners_rights(writer, statements):
     with writer.connect(autocommit=True) as conn:
         conn.execute(f'SET search_path = "{writer.name}", public')

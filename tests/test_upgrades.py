@@ -40,7 +40,8 @@ def test_released_revisions_sql_never_changes():
     assert set(released) <= set(toolkit_revisions())
     for revision, digest in released.items():
         assert sql_digest(revision) == digest, (
-            f"sql/{revision}/ changed after its release: ship the change as a new revision instead")
+            f"sql/{revision}/ changed after its release: ship the change as a new revision instead"
+        )
 
 
 def test_every_toolkit_revision_owns_a_directory_of_sql():
@@ -106,8 +107,10 @@ def assert_policy_works(db: Database) -> None:
     db.execute("UPDATE customer SET email = 'moved' || customer_id || '@example.org' WHERE customer_id % 3 = 0")
     db.execute("UPDATE customer SET customer_id = customer_id + 100000 WHERE customer_id % 7 = 0")
     db.execute("DELETE FROM customer WHERE customer_id % 5 = 0")
-    db.execute("INSERT INTO customer (store_id, first_name, last_name, email, address_id)"
-               " VALUES (1, 'Zoë', 'Upgrade', 'zoe@example.com', 1)")
+    db.execute(
+        "INSERT INTO customer (store_id, first_name, last_name, email, address_id)"
+        " VALUES (1, 'Zoë', 'Upgrade', 'zoe@example.com', 1)"
+    )
     assert_copies_equal_transform(db)
     with psycopg.connect(demo_analyst(db).url) as analyst:
         emails = [r[0] for r in analyst.execute("SELECT email FROM customer").fetchall()]
@@ -147,8 +150,12 @@ def test_a_database_of_release_0_1_0_upgrades_to_head_and_back_with_policy_and_d
 
 
 def test_the_rule_compiler_revision_logged_what_it_created_replaced_and_removed(toolkit):
-    logged = {(r[0], r[1]) for r in toolkit.execute(
-        "SELECT change, identity FROM veil_private.revision_log WHERE revision = '0006_rules'").fetchall()}
+    logged = {
+        (r[0], r[1])
+        for r in toolkit.execute(
+            "SELECT change, identity FROM veil_private.revision_log WHERE revision = '0006_rules'"
+        ).fetchall()
+    }
     assert {
         ("created", "veil_private.compile_rule(text,oid,smallint,text,text)"),
         ("created", "veil_private.stream_trigger_template()"),
@@ -172,7 +179,8 @@ def test_a_revision_that_alters_a_table_is_refused():
     old = revision_log.CatalogObject(2, "routine", "veil.f()", "CREATE ... 1", None, None, None)
     new = revision_log.CatalogObject(3, "routine", "veil.f()", "CREATE ... 2", None, None, None)
     assert revision_log.changes({("routine", "veil.f()"): old}, {("routine", "veil.f()"): new}) == [
-        revision_log.Change("replaced", old)]
+        revision_log.Change("replaced", old)
+    ]
 
 
 BEFORE_SYNTHETIC_REVISION = """
@@ -219,13 +227,19 @@ def test_the_revision_log_undoes_a_revision_exactly(toolkit):
     before = definitions(toolkit)
     conn = toolkit.admin
     with conn.transaction():
-        revision_log.record(conn, "t_synthetic", lambda: conn.execute(
-            SYNTHETIC_REVISION.format(reader=reader.name, other=other.name)))
+        revision_log.record(
+            conn, "t_synthetic", lambda: conn.execute(SYNTHETIC_REVISION.format(reader=reader.name, other=other.name))
+        )
     logged = {(c.change, c.object.kind, c.object.identity) for c in revision_log.logged_changes(conn, "t_synthetic")}
-    assert {("created", "table", "veil_private.t_new_tab"), ("created", "event trigger", "t_evt"),
-            ("replaced", "routine", "veil_private.t_f(integer)"), ("replaced", "routine", "veil_private.t_g()"),
-            ("replaced", "view", "veil_private.t_v"), ("replaced", "trigger", "t_trg ON veil_private.t_tab"),
-            ("removed", "routine", "veil_private.t_gone(text)")} <= logged
+    assert {
+        ("created", "table", "veil_private.t_new_tab"),
+        ("created", "event trigger", "t_evt"),
+        ("replaced", "routine", "veil_private.t_f(integer)"),
+        ("replaced", "routine", "veil_private.t_g()"),
+        ("replaced", "view", "veil_private.t_v"),
+        ("replaced", "trigger", "t_trg ON veil_private.t_tab"),
+        ("removed", "routine", "veil_private.t_gone(text)"),
+    } <= logged
     assert definitions(toolkit) != before
     with conn.transaction():
         revision_log.undo(conn, "t_synthetic")
@@ -235,12 +249,15 @@ def test_the_revision_log_undoes_a_revision_exactly(toolkit):
     assert not revision_log.logged_changes(conn, "t_synthetic")
 
 
-@pytest.mark.parametrize("statement", [
-    "ALTER TABLE veil_private.keys ADD CONSTRAINT t_positive CHECK (version > 0)",
-    "ALTER TABLE veil_private.keys ALTER COLUMN is_current SET DEFAULT true",
-    "COMMENT ON SCHEMA veil IS 'changed'",
-    "ALTER TABLE veil_private.consumers RENAME TO consumers_renamed",
-])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "ALTER TABLE veil_private.keys ADD CONSTRAINT t_positive CHECK (version > 0)",
+        "ALTER TABLE veil_private.keys ALTER COLUMN is_current SET DEFAULT true",
+        "COMMENT ON SCHEMA veil IS 'changed'",
+        "ALTER TABLE veil_private.consumers RENAME TO consumers_renamed",
+    ],
+)
 def test_a_revision_that_changes_what_the_log_cannot_restore_is_refused(toolkit, statement):
     before = definitions(toolkit)
     conn = toolkit.admin
@@ -250,8 +267,10 @@ def test_a_revision_that_changes_what_the_log_cannot_restore_is_refused(toolkit,
 
 
 def test_the_compiler_revision_refuses_to_downgrade_under_rules_the_old_generator_cannot_quote(demo):
-    demo.execute("SELECT veil.security_label('sanitized', 'COLUMN', 'public.customer.first_name',"
-                  " 'MASKED WITH VALUE ''$body$''')")
+    demo.execute(
+        "SELECT veil.security_label('sanitized', 'COLUMN', 'public.customer.first_name',"
+        " 'MASKED WITH VALUE ''$body$''')"
+    )
     migrate.downgrade(demo.url, with_demo=True, target=RELEASE_0_1_0[1])
     with pytest.raises(RuntimeError, match=r"streamed rules contain '\$body\$' \(public\.customer\.first_name\)"):
         migrate.downgrade(demo.url, with_demo=True, target="0006_rules@-1")

@@ -35,14 +35,19 @@ def upgrade() -> None:
     conn = driver_connection(op.get_bind())
     ensure_role(conn, app_role())
     for table in TABLES:
-        conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {}").format(
-            sql.Identifier("public", table), role))
+        conn.execute(
+            sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {}").format(sql.Identifier("public", table), role)
+        )
     for sequence in SEQUENCES:
-        conn.execute(sql.SQL("GRANT USAGE, SELECT ON SEQUENCE {} TO {}").format(
-            sql.Identifier("public", sequence), role))
+        conn.execute(
+            sql.SQL("GRANT USAGE, SELECT ON SEQUENCE {} TO {}").format(sql.Identifier("public", sequence), role)
+        )
     for table, column in CATCH_UP_INDEXES.items():
-        conn.execute(sql.SQL("CREATE INDEX {} ON {} ({})").format(
-            sql.Identifier(f"{table}_{column}_idx"), sql.Identifier("sanitized", table), sql.Identifier(column)))
+        conn.execute(
+            sql.SQL("CREATE INDEX {} ON {} ({})").format(
+                sql.Identifier(f"{table}_{column}_idx"), sql.Identifier("sanitized", table), sql.Identifier(column)
+            )
+        )
 
 
 def downgrade() -> None:
@@ -50,8 +55,7 @@ def downgrade() -> None:
     conn = driver_connection(op.get_bind())
     for table, column in CATCH_UP_INDEXES.items():
         # IF EXISTS: unstreaming a table drops its copy, indexes and all.
-        conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(
-            sql.Identifier("sanitized", f"{table}_{column}_idx")))
+        conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier("sanitized", f"{table}_{column}_idx")))
     for sequence in SEQUENCES:
         conn.execute(sql.SQL("REVOKE ALL ON SEQUENCE {} FROM {}").format(sql.Identifier("public", sequence), role))
     for table in TABLES:

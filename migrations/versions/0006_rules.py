@@ -25,13 +25,17 @@ def upgrade() -> None:
 def refuse_rules_the_old_trigger_cannot_quote() -> None:
     """The stream trigger generator this revision replaced wrote the trigger's body
     between $body$ quotes: a streamed rule holding that text would break it."""
-    found = migration_connection().execute(
-        "SELECT string_agg(format('%I.%I.%I', n.nspname, c.relname, a.attname), ', ')"
-        " FROM veil_private.column_rules r JOIN veil_private.streams s ON s.source = r.relid AND s.policy = r.policy"
-        " JOIN pg_class c ON c.oid = r.relid JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " JOIN pg_attribute a ON a.attrelid = r.relid AND a.attnum = r.attnum"
-        " WHERE strpos(r.expression, '$body$') > 0"
-    ).fetchone()
+    found = (
+        migration_connection()
+        .execute(
+            "SELECT string_agg(format('%I.%I.%I', n.nspname, c.relname, a.attname), ', ')"
+            " FROM veil_private.column_rules r JOIN veil_private.streams s ON s.source = r.relid AND s.policy = r.policy"
+            " JOIN pg_class c ON c.oid = r.relid JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " JOIN pg_attribute a ON a.attrelid = r.relid AND a.attnum = r.attnum"
+            " WHERE strpos(r.expression, '$body$') > 0"
+        )
+        .fetchone()
+    )
     if found and found[0]:
         raise RuntimeError(
             f"pgveil: cannot downgrade below 0006_rules while streamed rules contain '$body$' ({found[0]}): "

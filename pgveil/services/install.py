@@ -13,7 +13,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pgveil import migrate, preflight as checks
+from pgveil import migrate
+from pgveil import preflight as checks
 
 TOOLKIT_SCHEMAS = ("veil", "veil_private", "veil_ext", "sanitized")
 
@@ -65,7 +66,8 @@ def drop_version_table(conn: psycopg.Connection[Any]) -> bool:
     if it records no revision any more; True when it is gone."""
     row = conn.execute(
         "SELECT n.nspname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE c.oid = pg_catalog.to_regclass(%s)", (migrate.VERSION_TABLE,)
+        " WHERE c.oid = pg_catalog.to_regclass(%s)",
+        (migrate.VERSION_TABLE,),
     ).fetchone()
     if row is None:
         return True

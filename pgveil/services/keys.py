@@ -25,8 +25,7 @@ class KeyVersion:
 
 def versions(conn: psycopg.Connection[Any]) -> list[KeyVersion]:
     """Every key version that still exists, oldest first."""
-    rows = conn.execute(
-        "SELECT version, is_current, created_at FROM veil.key_versions ORDER BY version").fetchall()
+    rows = conn.execute("SELECT version, is_current, created_at FROM veil.key_versions ORDER BY version").fetchall()
     return [KeyVersion(*row) for row in rows]
 
 

@@ -10,12 +10,12 @@ from psycopg.rows import dict_row
 
 QUERIES = {
     "policies": "SELECT policy, delivery, pass_through_unlabeled, allow_keyed_functions"
-                " FROM veil.policies ORDER BY policy",
+    " FROM veil.policies ORDER BY policy",
     "masked_roles": "SELECT role_name, policy, withheld_privileges FROM veil.masked_roles ORDER BY role_name",
     "masked_tables": "SELECT policy, source::text AS source, view::text AS view, rules"
-                     " FROM veil.mask_views ORDER BY 1, 2",
+    " FROM veil.mask_views ORDER BY 1, 2",
     "streams": "SELECT source::text AS source, target::text AS target, policy, needs_backfill"
-               " FROM veil.streams ORDER BY 1",
+    " FROM veil.streams ORDER BY 1",
     "problems": "SELECT policy, problem, object, detail FROM veil.masking_problems() ORDER BY 1, 2, 3",
 }
 
@@ -59,8 +59,10 @@ def status(conn: psycopg.Connection[Any]) -> StatusReport:
 
 def view_policies(conn: psycopg.Connection[Any]) -> list[str]:
     """The policies delivered through views, by name."""
-    return [r[0] for r in conn.execute(
-        "SELECT policy FROM veil.policies WHERE delivery = 'views' ORDER BY policy").fetchall()]
+    return [
+        r[0]
+        for r in conn.execute("SELECT policy FROM veil.policies WHERE delivery = 'views' ORDER BY policy").fetchall()
+    ]
 
 
 def refresh(conn: psycopg.Connection[Any], policy: str | None = None) -> dict[str, int]:

@@ -25,23 +25,19 @@ def estimated_rows(conn: psycopg.Connection[Any], source: str) -> int | None:
     return estimate if estimate >= 0 else None
 
 
-def backfill(conn: psycopg.Connection[Any], source: str, batch_size: int,
-             progress: Progress = _no_progress) -> int:
+def backfill(conn: psycopg.Connection[Any], source: str, batch_size: int, progress: Progress = _no_progress) -> int:
     """The steps of CALL veil.backfill(), one committed transaction per batch.
 
     ``conn`` must be in autocommit mode; ``progress`` gets the rows of each batch.
     Returns the rows copied by this run (a resumed run counts only its own).
     """
-    row = conn.execute(
-        "SELECT veil_private.backfill_start(%s::regclass, %s)", (source, batch_size)
-    ).fetchone()
+    row = conn.execute("SELECT veil_private.backfill_start(%s::regclass, %s)", (source, batch_size)).fetchone()
     last_key = row[0] if row else None
     total = 0
     while True:
         with conn.transaction():
             batch = conn.execute(
-                "SELECT last_key, copied, done"
-                " FROM veil_private.backfill_batch(%s::regclass, %s, %s::text[])",
+                "SELECT last_key, copied, done FROM veil_private.backfill_batch(%s::regclass, %s, %s::text[])",
                 (source, batch_size, last_key),
             ).fetchone()
         assert batch is not None
