@@ -6,7 +6,8 @@ import json
 import random
 import signal
 import threading
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import psycopg
 import typer
@@ -23,8 +24,8 @@ out = Console()
 err = Console(stderr=True)
 
 
-def _positive(name: str, unit: str):
-    def check(value):
+def _positive(name: str, unit: str) -> Callable[[float | None], float | None]:
+    def check(value: float | None) -> float | None:
         if value is not None and not value > 0:
             raise typer.BadParameter(f"must be > 0 ({unit}), got {value}", param_hint=name)
         return value
@@ -124,7 +125,7 @@ def _run(settings: runner.Settings, fakes: Fakes, stop: threading.Event, live: b
         )
 
 
-def summary_table(summary: dict, rate: float | None) -> Table:
+def summary_table(summary: dict[str, Any], rate: float | None) -> Table:
     title = "loader: interrupted" if summary.get("interrupted") else "loader"
     table = Table(title=title, show_header=False)
     table.add_column("what")

@@ -60,7 +60,7 @@ class Fakes:
             rng.choice(self.phones),
         )
 
-    def customer(self, rng: random.Random) -> tuple:
+    def customer(self, rng: random.Random) -> tuple[str, str, str, str, str, int, str, str, str]:
         """(address, district, city, postal_code, phone, store_id, first_name, last_name, email)"""
         first, last = self.name(rng)
         return (*self.address(rng), rng.randint(1, 2), first, last, self.email(rng, first, last))

@@ -21,14 +21,27 @@ import threading
 import time
 from array import array
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import psycopg
 
 from loader import statements
 from loader.fakes import Fakes
 from loader.mix import KINDS
+
+_Row = TypeVar("_Row")
+
+# One event's row of its statement's arguments: the columns differ by kind of event.
+Arguments = tuple[Any, ...]
+
+
+def _one_row(cursor: psycopg.Cursor[_Row]) -> _Row:
+    """The row of an executed query that always returns one row."""
+    row = cursor.fetchone()
+    assert row is not None, "the query returned no row"
+    return row
 
 
 @dataclass
@@ -95,7 +108,7 @@ class Pacer:
                 self._left += writes
 
 
-def percentiles(values, *quantiles: float) -> list[float]:
+def percentiles(values: Iterable[float], *quantiles: float) -> list[float]:
     """Nearest-rank quantiles of a non-empty sequence, sorting it once."""
     ordered = sorted(values)
     return [ordered[min(len(ordered) - 1, int(q * len(ordered)))] for q in quantiles]
@@ -107,23 +120,23 @@ class Stats:
 
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
-    events: Counter = field(default_factory=Counter)  # committed events by kind
-    writes: Counter = field(default_factory=Counter)  # committed rows written, by kind
+    events: Counter[str] = field(default_factory=Counter)  # committed events by kind
+    writes: Counter[str] = field(default_factory=Counter)  # committed rows written, by kind
     transactions: int = 0
-    failed: Counter = field(default_factory=Counter)  # rolled back by an error, by SQLSTATE
+    failed: Counter[str] = field(default_factory=Counter)  # rolled back by an error, by SQLSTATE
     retried: int = 0  # known not committed after a lost connection, run again
     confirmed: int = 0  # committed, learnt after reconnecting
     lost: int = 0  # connection lost, fate unknown: not rerun
     lost_writes: int = 0
     reconnects: int = 0
-    latencies: array = field(default_factory=lambda: array("d"))  # seconds per committed transaction
+    latencies: array[float] = field(default_factory=lambda: array("d"))  # seconds per committed transaction
     fatal: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def elapsed(self) -> float:
         return (self.finished or time.monotonic()) - self.started
 
-    def committed(self, events: Counter, writes: Counter, latency: float | None) -> None:
+    def committed(self, events: Counter[str], writes: Counter[str], latency: float | None) -> None:
         with self._lock:
             self.events.update(events)
             self.writes.update(writes)
@@ -143,7 +156,7 @@ class Stats:
     def total_writes(self) -> int:
         return sum(self.writes.values())
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         elapsed = self.elapsed()
         with self._lock:
             latencies = list(self.latencies)
@@ -177,8 +190,8 @@ class Batch:
     for events on an existing customer, the customer's slot in the worker's list."""
 
     writes: int = 0
-    events: Counter = field(default_factory=Counter)
-    arguments: dict[str, list[tuple]] = field(default_factory=dict)
+    events: Counter[str] = field(default_factory=Counter)
+    arguments: dict[str, list[Arguments]] = field(default_factory=dict)
     slots: dict[str, list[int]] = field(default_factory=dict)
     xid: str | None = None
 
@@ -189,10 +202,10 @@ class Connector:
     def __init__(self, url: str, timeout: float, stop: threading.Event):
         self.url, self.timeout, self.stop = url, timeout, stop
 
-    def connect(self) -> psycopg.Connection:
+    def connect(self) -> psycopg.Connection[Any]:
         return psycopg.connect(self.url, autocommit=True, connect_timeout=5)
 
-    def reconnect(self) -> psycopg.Connection | None:
+    def reconnect(self) -> psycopg.Connection[Any] | None:
         deadline = time.monotonic() + self.timeout
         delay = 0.2
         while not self.stop.is_set():
@@ -266,19 +279,18 @@ class Worker(threading.Thread):
                         continue
                     conn.close()
                     try:
-                        conn = self.connector.reconnect()
+                        reconnected = self.connector.reconnect()
                     except psycopg.OperationalError:
-                        conn = None
                         self._unresolved(batch)
                         raise
-                    if conn is None:  # stopped while the server was away
+                    if reconnected is None:  # stopped while the server was away
                         self._unresolved(batch)
                         return
+                    conn = reconnected
                     self.stats.note(reconnects=1)
                     pending = self._after_reconnect(conn, batch)
         finally:
-            if conn is not None:
-                conn.close()
+            conn.close()  # a no-op if it is closed already
 
     def _plan(self, writes: int) -> Batch:
         """Events adding up to ``writes``; each customer is the target of one event at most."""
@@ -313,7 +325,7 @@ class Worker(threading.Thread):
             batch.events[kind.name] += 1
         return batch
 
-    def _arguments(self, kind: str, customer: int | None) -> tuple:
+    def _arguments(self, kind: str, customer: int | None) -> Arguments:
         """One event's row of its statement's arguments."""
         rng, fakes = self.rng, self.fakes
         if kind == "insert_customer":
@@ -326,14 +338,14 @@ class Worker(threading.Thread):
             return customer, *fakes.name(rng)
         return (customer,)  # update_active, change_key, delete_customer
 
-    def _commit(self, conn: psycopg.Connection, batch: Batch) -> Counter:
+    def _commit(self, conn: psycopg.Connection[Any], batch: Batch) -> Counter[str]:
         """Run the batch as one transaction (a round trip to learn its xid, one for the
         rest) and keep this worker's customers up to date; returns the rows written by kind."""
         with conn.pipeline() as pipeline:
             conn.execute("BEGIN")
             xid = conn.execute("SELECT pg_catalog.pg_current_xact_id()::text")
             pipeline.sync()
-            batch.xid = xid.fetchone()[0]
+            batch.xid = _one_row(xid)[0]
             # One statement per kind, its arguments as arrays: one per column.
             cursors = {
                 kind: conn.execute(statement, [list(column) for column in zip(*batch.arguments[kind], strict=True)])
@@ -341,27 +353,27 @@ class Worker(threading.Thread):
                 if kind in batch.arguments
             }
             conn.execute("COMMIT")
-        written: Counter = Counter()
+        written: Counter[str] = Counter()
         for kind, cursor in cursors.items():
             if kind == "insert_customer":
                 new_ids = [r[0] for r in cursor.fetchall()]
                 written[kind] = 2 * len(new_ids)
                 self.customers.extend(new_ids)
             elif kind == "change_key":
-                moved = dict(cursor.fetchall())
+                moved: dict[int, int] = dict(cursor.fetchall())  # old customer_id: new
                 written[kind] = len(moved)
                 for slot, (old,) in zip(batch.slots[kind], batch.arguments[kind], strict=True):
                     if old in moved:
                         self.customers[slot] = moved[old]
             elif kind == "delete_customer":
-                customers, addresses = cursor.fetchone()
+                customers, addresses = _one_row(cursor)
                 written[kind] = customers + addresses
             else:
                 written[kind] = cursor.rowcount
         self._forget(batch.slots.get("delete_customer", []))
         return written
 
-    def _forget(self, slots) -> None:
+    def _forget(self, slots: Iterable[int]) -> None:
         """Drop customers by slot. Highest slot first, so that moving the last id
         into a freed slot never moves one that is still to be dropped."""
         for slot in sorted(slots, reverse=True):
@@ -369,13 +381,13 @@ class Worker(threading.Thread):
             if slot < len(self.customers):
                 self.customers[slot] = last
 
-    def _rolled_back(self, conn: psycopg.Connection, exc: psycopg.Error) -> None:
+    def _rolled_back(self, conn: psycopg.Connection[Any], exc: psycopg.Error) -> None:
         """An error inside the transaction: it is rolled back, counted, and not rerun."""
         if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             conn.execute("ROLLBACK")
         self.stats.failure(getattr(exc, "sqlstate", None) or type(exc).__name__)
 
-    def _after_reconnect(self, conn: psycopg.Connection, batch: Batch) -> Batch | None:
+    def _after_reconnect(self, conn: psycopg.Connection[Any], batch: Batch) -> Batch | None:
         """What became of the batch the lost connection was running; returns it if it must run again."""
         if batch.xid is None:  # COMMIT is only sent once the xid is known: nothing committed
             self.stats.note(retried=1)
@@ -395,7 +407,7 @@ class Worker(threading.Thread):
         self._lost(batch)
         return None
 
-    def _fate(self, conn: psycopg.Connection, batch: Batch) -> str | None:
+    def _fate(self, conn: psycopg.Connection[Any], batch: Batch) -> str | None:
         """committed, aborted, or None when it cannot be known.
 
         pg_xact_status tells what became of the batch's xid, which is not always
@@ -409,7 +421,7 @@ class Worker(threading.Thread):
         deadline = time.monotonic() + 5
         while True:
             try:
-                fate = conn.execute(statements.XACT_STATUS, (batch.xid,)).fetchone()[0]
+                fate = _one_row(conn.execute(statements.XACT_STATUS, (batch.xid,)))[0]
             except psycopg.errors.InvalidParameterValue:
                 # "in the future": after a crash the server has no record of
                 # the transaction, so it never committed (asynchronous commit aside).
@@ -425,7 +437,7 @@ class Worker(threading.Thread):
                 return None
             time.sleep(0.1)
 
-    def _written(self, conn: psycopg.Connection, batch: Batch) -> bool:
+    def _written(self, conn: psycopg.Connection[Any], batch: Batch) -> bool:
         """Whether the database holds the writes of the batch, whose xid the server
         reports committed. One event tells (a batch commits whole or not at all): it
         acts on this worker's customers, which nobody else writes, and the worker
@@ -439,7 +451,7 @@ class Worker(threading.Thread):
         (row,) = conn.execute(statements.EVIDENCE[kind], {**values, "xid": batch.xid}).fetchall()
         return bool(row[0])
 
-    def _planned(self, batch: Batch) -> Counter:
+    def _planned(self, batch: Batch) -> Counter[str]:
         return Counter({k: n * KINDS[k].writes for k, n in batch.events.items()})
 
     def _unresolved(self, batch: Batch) -> None:
@@ -455,13 +467,16 @@ class LoaderError(Exception):
     pass
 
 
-def check_role(conn: psycopg.Connection) -> str:
+def check_role(conn: psycopg.Connection[Any]) -> str:
     """The loader plays the application: refuse a superuser, and a role that cannot write."""
-    role, is_super, writes = conn.execute(
-        "SELECT current_user, r.rolsuper,"
-        " pg_catalog.has_table_privilege('public.customer', 'INSERT, UPDATE, DELETE')"
-        " FROM pg_catalog.pg_roles r WHERE r.rolname = current_user"
-    ).fetchone()
+    row: tuple[str, bool, bool] = _one_row(
+        conn.execute(
+            "SELECT current_user, r.rolsuper,"
+            " pg_catalog.has_table_privilege('public.customer', 'INSERT, UPDATE, DELETE')"
+            " FROM pg_catalog.pg_roles r WHERE r.rolname = current_user"
+        )
+    )
+    role, is_super, writes = row
     if is_super:
         raise LoaderError(
             f"{role} is a superuser; the loader plays the application and connects as the "
@@ -476,7 +491,11 @@ def check_role(conn: psycopg.Connection) -> str:
 
 
 def run(
-    settings: Settings, fakes: Fakes, stop: threading.Event, on_tick=lambda stats: None, tick: float = 0.5
+    settings: Settings,
+    fakes: Fakes,
+    stop: threading.Event,
+    on_tick: Callable[[Stats], None] = lambda stats: None,
+    tick: float = 0.5,
 ) -> Stats:
     """Run the workers until the duration or count is reached, a worker fails, or
     ``stop`` is set (Ctrl-C sets it: batches in flight finish or roll back)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import psycopg
 
@@ -17,7 +18,7 @@ from loader.fakes import Fakes
 CHUNK = 10_000
 
 
-def _reserve(conn: psycopg.Connection, sequence: str, count: int) -> list[int]:
+def _reserve(conn: psycopg.Connection[Any], sequence: str, count: int) -> list[int]:
     return [
         r[0]
         for r in conn.execute(
@@ -27,7 +28,7 @@ def _reserve(conn: psycopg.Connection, sequence: str, count: int) -> list[int]:
 
 
 def seed(
-    conn: psycopg.Connection,
+    conn: psycopg.Connection[Any],
     customers: int,
     fakes: Fakes,
     rng: random.Random,
