@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import psycopg
+import pytest
 from typer.testing import CliRunner
 
 from pgveil import sandbox
@@ -17,6 +18,7 @@ from pgveil.cli import app
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_the_demo_runs_end_to_end_in_its_own_sandbox(tmp_path):
     result = CliRunner().invoke(
         app, ["demo"], env={"DATABASE_URL": None, "PGVEIL_SANDBOX_DIR": str(tmp_path), "COLUMNS": "200"}
@@ -48,6 +50,7 @@ def test_the_demo_will_not_change_the_password_of_a_role_it_did_not_create(demo,
     assert bare.scalar("SELECT count(*) FROM pg_namespace WHERE nspname IN ('veil', 'sanitized')") == 0
 
 
+@pytest.mark.slow
 def test_alembic_x_demo_password_lets_the_demo_roles_log_in(bare):
     """What docker-compose relies on: roles the demo revisions create get -x demo_password."""
     suffix = secrets.token_hex(4)

@@ -351,6 +351,7 @@ def own_server():
         root.rmdir()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["fast", "immediate"])
 def test_a_server_restart_mid_run_loses_nothing_silently_and_inserts_nothing_twice(own_server, mode):
     root, url = own_server

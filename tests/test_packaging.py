@@ -11,6 +11,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 DEMO_COMMANDS = ("demo", "load", "consume")
 TOOLKIT_COMMANDS = ("preflight", "install", "uninstall", "backfill", "rotate-key", "status", "refresh", "sandbox")
@@ -32,6 +34,7 @@ def listed_commands(help_text: str) -> set[str]:
     }
 
 
+@pytest.mark.slow
 def test_wheel_installs_the_toolkit_from_another_directory(tmp_path: Path, bare) -> None:
     uv = [sys.executable, "-m", "uv"]
     run(*uv, "build", "--wheel", "--out-dir", str(tmp_path / "dist"), str(REPO), cwd=REPO)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from pgveil import sandbox
 
@@ -20,6 +21,7 @@ def pgveil(*args: str, sandbox_dir: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pgveil", *args], env=env, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_start_url_stop(tmp_path):
     root = tmp_path / "sandbox"
     started = pgveil("sandbox", "start", sandbox_dir=root)
@@ -51,6 +53,7 @@ def test_start_url_stop(tmp_path):
         pass
 
 
+@pytest.mark.slow
 def test_password_is_required(tmp_path):
     root = tmp_path / "sandbox"
     url = pgveil("sandbox", "start", sandbox_dir=root).stdout.strip()
@@ -65,6 +68,7 @@ def test_password_is_required(tmp_path):
         pgveil("sandbox", "stop", sandbox_dir=root)
 
 
+@pytest.mark.slow
 def test_a_durable_sandbox_keeps_postgresql_durability_settings(tmp_path):
     """Benchmarks that measure commits need fsync on; the ordinary sandbox trades it for speed."""
     settings = (
