@@ -312,14 +312,14 @@ def _grant_exactly(conn: psycopg.Connection[Any], obj: CatalogObject, current_ac
     """Revoke every privilege on obj, then grant the recorded ones again, grantee by grantee."""
     target = sql.SQL("ROUTINE" if obj.kind == "routine" else "TABLE")
     name = sql.SQL(obj.identity)
-    grantees = (
-        "SELECT DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(r.rolname) END,"
+    grants = (
+        "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(r.rolname) END AS grantee,"
         " a.privilege_type, a.is_grantable FROM pg_catalog.aclexplode(%s::pg_catalog.aclitem[]) a"
         " LEFT JOIN pg_catalog.pg_roles r ON r.oid = a.grantee"
     )
-    for grantee, _, _ in conn.execute(grantees, (current_acl,)).fetchall():
+    for (grantee,) in conn.execute(f"SELECT DISTINCT g.grantee FROM ({grants}) AS g", (current_acl,)).fetchall():
         conn.execute(sql.SQL("REVOKE ALL ON {} {} FROM {} CASCADE").format(target, name, sql.SQL(grantee)))
-    for grantee, privilege, grantable in conn.execute(grantees, (obj.acl,)).fetchall():
+    for grantee, privilege, grantable in conn.execute(grants, (obj.acl,)).fetchall():
         conn.execute(
             sql.SQL("GRANT {} ON {} {} TO {}{}").format(
                 sql.SQL(privilege), target, name, sql.SQL(grantee), sql.SQL(" WITH GRANT OPTION" if grantable else "")
