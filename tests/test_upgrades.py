@@ -272,6 +272,7 @@ def test_the_compiler_revision_refuses_to_downgrade_under_rules_the_old_generato
         " 'MASKED WITH VALUE ''$body$''')"
     )
     migrate.downgrade(demo.url, with_demo=True, target=RELEASE_0_1_0[1])
+    migrate.downgrade(demo.url, with_demo=True, target="0006_rules")
     with pytest.raises(RuntimeError, match=r"streamed rules contain '\$body\$' \(public\.customer\.first_name\)"):
         migrate.downgrade(demo.url, with_demo=True, target="0006_rules@-1")
     assert {r[0] for r in demo.execute("SELECT version_num FROM pgveil_version")} == {"0006_rules", RELEASE_0_1_0[1]}

@@ -87,7 +87,8 @@ AS $$
     SELECT p.pronamespace = 'veil'::regnamespace
        AND (p.proname ~ '^(noise|dnoise|partial|partial_email|random_[a-z_]+|hex_to_int|digest|fake_[a-z_]+|pseudo_[a-z_]+|generalize_[a-z0-9_]+|token)$'
             OR p.proname ~ '^jsonb?_mask(_keyed)?$'
-            OR p.proname ~ '^unique_[a-z_]+$')
+            OR p.proname ~ '^unique_[a-z_]+$'
+            OR p.proname ~ '^(email_with_domain|email_keep_domain|redact|redact_digits|redact_street|name_keep_initial)$')
     FROM pg_catalog.pg_proc p WHERE p.oid = fn
 $$;
 
@@ -119,7 +120,7 @@ BEGIN
         SELECT v.deparsed, v.uses_keyed, v.expression_type INTO checked_expression, checked_keyed, checked_type
         FROM veil_private.validate_expression(policy, relid, attnum, kind, parsed[2]) AS v;
         PERFORM veil_private.check_json_mask_specs(relid, attnum, checked_expression);
-        PERFORM veil_private.check_unique_safe(relid, attnum, kind, checked_expression);
+        PERFORM veil_private.check_unique_safe(policy, relid, attnum, kind, checked_expression);
     ELSIF label ~* '^\s*NOT\s+MASKED\s*$' THEN
         kind := 'not_masked';
     ELSE
