@@ -6,6 +6,8 @@ The caller passes the target URL, already resolved; the Alembic environment
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
@@ -17,7 +19,13 @@ from pgveil import resources
 VERSION_TABLE = "pgveil_version"
 
 
-def alembic_config(database_url: str, *, with_demo: bool = False, locale: str | None = None) -> Config:
+def alembic_config(
+    database_url: str,
+    *,
+    with_demo: bool = False,
+    locale: str | None = None,
+    faker_providers: Sequence[str] | None = None,
+) -> Config:
     """Config for the toolkit's revisions, plus the demo application's if asked."""
     cfg = Config()
     cfg.set_main_option("script_location", str(resources.migrations_dir()))
@@ -28,6 +36,8 @@ def alembic_config(database_url: str, *, with_demo: bool = False, locale: str | 
     cfg.set_main_option("version_locations", ":".join(str(p) for p in locations))
     cfg.attributes["database_url"] = database_url
     cfg.attributes["locale"] = locale  # Faker locale of the fake dictionaries
+    # Extra Faker providers whose dictionaries are loaded after the upgrade (migrations/env.py).
+    cfg.attributes["faker_providers"] = tuple(faker_providers) if faker_providers is not None else None
     return cfg
 
 
@@ -35,8 +45,16 @@ def heads(cfg: Config) -> list[str]:
     return list(ScriptDirectory.from_config(cfg).get_heads())
 
 
-def upgrade(database_url: str, *, with_demo: bool = False, target: str = "head", locale: str | None = None) -> None:
-    command.upgrade(alembic_config(database_url, with_demo=with_demo, locale=locale), target)
+def upgrade(
+    database_url: str,
+    *,
+    with_demo: bool = False,
+    target: str = "head",
+    locale: str | None = None,
+    faker_providers: Sequence[str] | None = None,
+) -> None:
+    cfg = alembic_config(database_url, with_demo=with_demo, locale=locale, faker_providers=faker_providers)
+    command.upgrade(cfg, target)
 
 
 def downgrade(database_url: str, *, with_demo: bool = False, target: str = "base") -> None:

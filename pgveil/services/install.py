@@ -7,6 +7,7 @@ preflight checks before it changes anything.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,10 +43,12 @@ def preflight(url: str) -> None:
     checks.run(url)
 
 
-def install(url: str, *, locale: str | None = None) -> Inventory:
+def install(url: str, *, locale: str | None = None, faker_providers: Sequence[str] = ()) -> Inventory:
     """Install or upgrade the toolkit (Alembic upgrade to the toolkit's head) and
-    return what is then installed. ``locale``: Faker's, for the fake-value dictionaries."""
-    migrate.upgrade(url, locale=locale)
+    return what is then installed. ``locale``: Faker's, for the fake-value dictionaries;
+    ``faker_providers``: extra Faker methods (e.g. ``ssn``) whose dictionaries are
+    generated and loaded too, also into a database already at head."""
+    migrate.upgrade(url, locale=locale, faker_providers=faker_providers)
     with checks.connect(url) as conn:
         installed = inventory(conn)
     assert installed is not None, "the toolkit's head revision installs schema veil"
