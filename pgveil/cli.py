@@ -20,7 +20,17 @@ from pgveil import preflight, sandbox
 from pgveil.cli_common import DatabaseUrl, err, out, reports_errors, target_url
 from pgveil.errors import PgveilError
 from pgveil.services import install as install_service
-from pgveil.services import masking, streaming
+from pgveil.services import masking, static, streaming
+
+# A long job's bar: what, how far, how long, how much longer.
+PROGRESS_COLUMNS = (
+    TextColumn("{task.description}"),
+    BarColumn(),
+    MofNCompleteColumn(),
+    TimeElapsedColumn(),
+    TextColumn("ETA"),
+    TimeRemainingColumn(),
+)
 
 app = typer.Typer(help="pgveil: in-database privacy toolkit for PostgreSQL.", no_args_is_help=True)
 sandbox_app = typer.Typer(help="A throwaway local PostgreSQL cluster.", no_args_is_help=True)
@@ -65,9 +75,16 @@ def preflight_command(database_url: DatabaseUrl = None) -> None:
 def install(
     database_url: DatabaseUrl = None,
     locale: Annotated[str, typer.Option(help="Faker locale of the fake-value dictionaries.")] = "en_US",
+    faker_provider: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="An extra Faker method (e.g. ssn, license_plate) whose dictionary is loaded for"
+            " veil.fake_value('<name>'); repeatable. List them with `faker -l <locale>`."
+        ),
+    ] = None,
 ) -> None:
     """Install or upgrade the toolkit (Alembic upgrade to the toolkit's head)."""
-    installed = install_service.install(target_url(database_url), locale=locale)
+    installed = install_service.install(target_url(database_url), locale=locale, faker_providers=faker_provider or ())
     table = Table(title=f"pgveil {installed.version} installed")
     table.add_column("schema")
     table.add_column("objects")
@@ -96,18 +113,68 @@ def backfill(
     """Copy a streamed table's existing rows into its sanitized copy (resumable)."""
     with preflight.connect(target_url(database_url), autocommit=True) as conn:
         total = streaming.estimated_rows(conn, table)
-        columns = [
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-        ]
-        with Progress(*columns, console=err) as bar:
+        with Progress(*PROGRESS_COLUMNS, console=err) as bar:
             task = bar.add_task(f"backfill {table}", total=total)
             copied = streaming.backfill(conn, table, batch_size, lambda n: bar.advance(task, n))
         out.print(f"{table}: {copied:,} rows copied")
+
+
+UNCOVERED = ("refuse", "keep", "null")
+
+
+@app.command("anonymize")
+@reports_errors
+def anonymize_command(
+    policy: Annotated[str | None, typer.Option(help="The static policy; default: the database's only one.")] = None,
+    table: Annotated[
+        list[str] | None, typer.Option("--table", "-t", help="A table to anonymize (repeatable); default: all.")
+    ] = None,
+    uncovered: Annotated[
+        str | None,
+        typer.Option(help="For this run, columns without a rule: refuse, keep or null; default: the policy's option."),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would be done; change nothing.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Rewrite tables in place under a static policy, irreversibly; one transaction per unit, resumable."""
+    if uncovered is not None and uncovered not in UNCOVERED:
+        raise PgveilError(f"--uncovered is one of {', '.join(UNCOVERED)} (got {uncovered!r})")
+    with preflight.connect(target_url(database_url), autocommit=True) as conn:
+        chosen = policy or static.default_policy(conn)
+        planned = static.plan(conn, chosen, table or (), uncovered)
+        if dry_run:
+            _print_plan(planned, as_json)
+            return
+        total = sum(p.estimated_rows for p in planned if p.statement is not None)
+        with Progress(*PROGRESS_COLUMNS, console=err, disable=as_json) as bar:
+            task = bar.add_task(f"anonymize ({chosen})", total=total or None)
+
+            def unit_done(unit: list[static.AnonymizedTable]) -> None:
+                for t in unit:
+                    rate = f"{t.rows / t.seconds:,.0f} rows/s" if t.seconds > 0 else ""
+                    state = f"{t.rows:,} rows rewritten ({rate})" if t.rewritten else "nothing to change"
+                    bar.console.print(f"{escape(t.table)}: {state}", highlight=False)
+                    bar.advance(task, t.rows)
+
+            done = static.anonymize(conn, chosen, table or (), uncovered, unit_done)
+    if as_json:
+        print(json.dumps({"policy": chosen, "tables": [t.as_dict() for t in done]}, indent=2))
+    else:
+        rewritten = [t for t in done if t.rewritten]
+        out.print(
+            f"{len(rewritten)} tables anonymized under policy {escape(chosen)}, {sum(t.rows for t in rewritten):,} rows"
+        )
+
+
+def _print_plan(planned: list[static.PlannedTable], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps([p.as_dict() for p in planned], indent=2))
+        return
+    for p in planned:
+        rows = f"~{p.estimated_rows:,} rows"
+        out.print(f"-- unit {p.unit}: {escape(p.table)} ({rows})", highlight=False)
+        out.print(escape(p.statement + ";") if p.statement else "-- nothing of it changes", highlight=False)
 
 
 @app.command("rotate-key")

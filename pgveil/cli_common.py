@@ -38,6 +38,16 @@ def report_error(message: str) -> None:
     err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
 
 
+def server_message(error: BaseException) -> str:
+    """A database error's own message, every line of it (a refusal may list several
+    problems), without the statement context psycopg appends."""
+    primary = getattr(getattr(error, "diag", None), "message_primary", None)
+    if primary:
+        return str(primary)
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def reports_errors(fn: Callable[P, R]) -> Callable[P, R]:
     """Turn expected failures into one line on stderr and exit code 1."""
 
@@ -50,8 +60,7 @@ def reports_errors(fn: Callable[P, R]) -> Callable[P, R]:
         except (psycopg.Error, DBAPIError) as exc:
             # A migration's database error reaches us wrapped by SQLAlchemy.
             cause = exc.orig if isinstance(exc, DBAPIError) else exc
-            first_line = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-            report_error(first_line)
+            report_error(server_message(cause or exc))
         raise typer.Exit(1)
 
     return wrapper

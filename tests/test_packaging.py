@@ -15,7 +15,17 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_COMMANDS = ("demo", "load", "consume")
-TOOLKIT_COMMANDS = ("preflight", "install", "uninstall", "backfill", "rotate-key", "status", "refresh", "sandbox")
+TOOLKIT_COMMANDS = (
+    "preflight",
+    "install",
+    "uninstall",
+    "anonymize",
+    "backfill",
+    "rotate-key",
+    "status",
+    "refresh",
+    "sandbox",
+)
 
 
 def run(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
