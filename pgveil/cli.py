@@ -174,7 +174,10 @@ def _print_plan(planned: list[static.PlannedTable], as_json: bool) -> None:
     for p in planned:
         rows = f"~{p.estimated_rows:,} rows"
         out.print(f"-- unit {p.unit}: {escape(p.table)} ({rows})", highlight=False)
-        out.print(escape(p.statement + ";") if p.statement else "-- nothing of it changes", highlight=False)
+        # Unwrapped: a line break inside a quoted literal would change the statement.
+        out.print(
+            escape(p.statement + ";") if p.statement else "-- nothing of it changes", highlight=False, soft_wrap=True
+        )
 
 
 @app.command("rotate-key")

@@ -92,7 +92,11 @@ def state(db: Database) -> dict[str, object]:
     """Policy and delivered data, as a DBA would check them after an upgrade."""
     return {
         "rules": db.execute("SELECT * FROM veil.rules ORDER BY 1, 2, 3, 4, 5, 6").fetchall(),
-        "policies": db.execute("SELECT * FROM veil.policies ORDER BY 1").fetchall(),
+        # The columns of 0.1.0's view (later revisions add options).
+        "policies": db.execute(
+            "SELECT policy, delivery, pass_through_unlabeled, allow_keyed_functions, security_barrier"
+            " FROM veil.policies ORDER BY 1"
+        ).fetchall(),
         "masked_roles": db.execute("SELECT role_name, policy FROM veil.masked_roles ORDER BY 1").fetchall(),
         "consumers": db.execute("SELECT roleid::regrole::text FROM veil_private.consumers ORDER BY 1").fetchall(),
         "keys": db.execute("SELECT version, is_current FROM veil.key_versions ORDER BY 1").fetchall(),
