@@ -164,6 +164,17 @@ AS $$
                 ELSE pg_catalog.replace(rule.expression, pg_catalog.format('"veil@col@%s"', rule.attnum), '"veil@col@self"') END
 $$;
 
+-- The relations and all their partitions.
+CREATE FUNCTION veil_private.with_partitions(relations oid[])
+RETURNS SETOF oid
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT r FROM pg_catalog.unnest(relations) AS r
+    UNION
+    SELECT t.relid FROM pg_catalog.unnest(relations) AS r, pg_catalog.pg_partition_tree(r) AS t
+$$;
+
 -- Foreign keys touching relations (either side, partitions included), as
 -- declared (constraints cloned onto partitions belong to their parent's).
 CREATE FUNCTION veil_private.foreign_keys_touching(relations oid[])
@@ -171,14 +182,10 @@ RETURNS SETOF pg_catalog.pg_constraint
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    WITH rels AS (
-        SELECT r AS relid FROM pg_catalog.unnest(relations) AS r
-        UNION
-        SELECT t.relid FROM pg_catalog.unnest(relations) AS r, pg_catalog.pg_partition_tree(r) AS t
-    )
     SELECT k.* FROM pg_catalog.pg_constraint k
     WHERE k.contype = 'f' AND k.conparentid = 0
-      AND (k.conrelid IN (SELECT relid FROM rels) OR k.confrelid IN (SELECT relid FROM rels))
+      AND (k.conrelid IN (SELECT veil_private.with_partitions(relations))
+           OR k.confrelid IN (SELECT veil_private.with_partitions(relations)))
 $$;
 
 -- Materialized views that read relations (or their partitions), directly
@@ -190,9 +197,7 @@ LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     WITH RECURSIVE readers(relid, depth) AS (
-        SELECT r, 0 FROM pg_catalog.unnest(relations) AS r
-        UNION
-        SELECT t.relid, 0 FROM pg_catalog.unnest(relations) AS r, pg_catalog.pg_partition_tree(r) AS t
+        SELECT r, 0 FROM veil_private.with_partitions(relations) AS r
         UNION
         SELECT w.ev_class, readers.depth + 1
         FROM readers
@@ -279,11 +284,7 @@ DECLARE
     problem text;
     owner_name name;
 BEGIN
-    FOR m IN
-        SELECT u FROM pg_catalog.unnest(members) AS u
-        UNION
-        SELECT t.relid FROM pg_catalog.unnest(members) AS u, pg_catalog.pg_partition_tree(u) AS t
-    LOOP
+    FOR m IN SELECT veil_private.with_partitions(members) LOOP
         SELECT c.relowner::regrole::name INTO owner_name FROM pg_catalog.pg_class c WHERE c.oid = m;
         IF NOT pg_catalog.pg_has_role(CURRENT_USER, owner_name, 'USAGE') THEN
             RETURN NEXT pg_catalog.format('%s: only its owner (%s) may anonymize it', m::regclass, owner_name);
@@ -488,6 +489,8 @@ DECLARE
     fk record;
     ix record;
     tg record;
+    -- The members a rule changes: the others are left as they are.
+    changing oid[];
     dropped_fks jsonb := '[]';
     dropped_indexes jsonb := '[]';
     disabled_triggers jsonb := '[]';
@@ -500,8 +503,9 @@ BEGIN
     BEGIN
         EXECUTE (SELECT 'LOCK TABLE ' || pg_catalog.string_agg(DISTINCT r::regclass::text, ', ') || ' IN ACCESS EXCLUSIVE MODE'
                  FROM (SELECT pg_catalog.unnest(members) AS r
-                       UNION SELECT k.conrelid FROM veil_private.foreign_keys_touching(members) AS k
-                       UNION SELECT k.confrelid FROM veil_private.foreign_keys_touching(members) AS k) AS t);
+                       UNION
+                       SELECT s.side FROM veil_private.foreign_keys_touching(members) AS k
+                       CROSS JOIN LATERAL (VALUES (k.conrelid), (k.confrelid)) AS s(side)) AS t);
     EXCEPTION WHEN lock_not_available THEN
         RAISE EXCEPTION 'pgveil: could not lock % within lock_timeout (%): another transaction is using them; nothing was changed',
             (SELECT pg_catalog.string_agg(r::regclass::text, ', ') FROM pg_catalog.unnest(members) AS r),
@@ -511,10 +515,9 @@ BEGIN
     PERFORM pg_catalog.set_config('lock_timeout', previous_timeout, true);
 
     -- 1. The anonymized rows, computed before anything changes.
-    FOREACH m IN ARRAY members LOOP
-        IF NOT EXISTS (SELECT FROM veil_private.static_columns(policy, m, uncovered) AS c WHERE c.changes) THEN
-            CONTINUE;
-        END IF;
+    SELECT coalesce(pg_catalog.array_agg(u), '{}') INTO changing FROM pg_catalog.unnest(members) AS u
+    WHERE EXISTS (SELECT FROM veil_private.static_columns(policy, u, uncovered) AS c WHERE c.changes);
+    FOREACH m IN ARRAY changing LOOP
         scratch := 'veil_static_' || m;
         BEGIN
             EXECUTE pg_catalog.format('CREATE TEMPORARY TABLE %I AS %s', scratch,
@@ -550,8 +553,7 @@ BEGIN
         JOIN pg_catalog.pg_class t ON t.oid = i.indrelid
         LEFT JOIN pg_catalog.pg_constraint k ON k.conindid = i.indexrelid AND k.conrelid = i.indrelid
                                             AND k.contype IN ('p', 'u', 'x')
-        WHERE i.indrelid = ANY (members) AND t.relkind = 'r' AND NOT c.relispartition
-          AND EXISTS (SELECT FROM veil_private.static_columns(policy, i.indrelid, uncovered) AS s WHERE s.changes)
+        WHERE i.indrelid = ANY (changing) AND t.relkind = 'r' AND NOT c.relispartition
         ORDER BY i.indexrelid
     LOOP
         -- An index something else depends on (a view grouping by a primary
@@ -573,9 +575,7 @@ BEGIN
     FOR tg IN
         SELECT g.tgrelid::regclass::text AS rel, g.tgname, g.tgenabled::text AS enabled
         FROM pg_catalog.pg_trigger g
-        WHERE NOT g.tgisinternal
-          AND (g.tgrelid = ANY (members) OR g.tgrelid IN (
-                  SELECT t.relid FROM pg_catalog.unnest(members) AS r, pg_catalog.pg_partition_tree(r) AS t))
+        WHERE NOT g.tgisinternal AND g.tgrelid IN (SELECT veil_private.with_partitions(members))
         ORDER BY g.tgparentid <> 0, g.oid
     LOOP
         IF tg.enabled <> 'D' THEN
@@ -587,7 +587,7 @@ BEGIN
     -- 3. New files, and the anonymized rows in them.
     FOREACH m IN ARRAY members LOOP
         scratch := 'veil_static_' || m;
-        IF pg_catalog.to_regclass(pg_catalog.format('pg_temp.%I', scratch)) IS NULL THEN
+        IF m <> ALL (changing) THEN
             relid := m;
             rows := NULL;
             rewritten := false;
@@ -655,10 +655,8 @@ BEGIN
     END LOOP;
     -- The planner's statistics (most common values, histograms) described
     -- the raw rows: describe the anonymized ones instead.
-    FOREACH m IN ARRAY members LOOP
-        IF EXISTS (SELECT FROM veil_private.static_columns(policy, m, uncovered) AS c WHERE c.changes) THEN
-            EXECUTE pg_catalog.format('ANALYZE %s', m::regclass);
-        END IF;
+    FOREACH m IN ARRAY changing LOOP
+        EXECUTE pg_catalog.format('ANALYZE %s', m::regclass);
     END LOOP;
     -- Materialized views held copies of the raw rows: computed again (into
     -- new files) from the anonymized ones.
@@ -885,7 +883,7 @@ COMMENT ON PROCEDURE veil.anonymize_database(text, text) IS
 REVOKE ALL ON FUNCTION veil_private.static_uncovered(text, text), veil_private.static_rule(text, oid, smallint),
     veil_private.static_columns(text, oid, text), veil_private.static_select(text, oid, text, oid),
     veil_private.static_insert_columns(oid), veil_private.rule_of_own_column(veil_private.column_rules),
-    veil_private.foreign_keys_touching(oid[]), veil_private.dependent_matviews(oid[]), veil_private.static_root(oid),
+    veil_private.with_partitions(oid[]), veil_private.foreign_keys_touching(oid[]), veil_private.dependent_matviews(oid[]), veil_private.static_root(oid),
     veil_private.static_changes(text, oid, smallint, text), veil_private.static_unit(text, oid[], text),
     veil_private.static_problems(text, oid[], text), veil_private.refuse_static_problems(text, oid[], text),
     veil_private.static_row_name(text, oid, oid, tid, text), veil_private.raise_static_failure(text, oid, text, text),
