@@ -13,24 +13,14 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress
 from rich.table import Table
 
-from pgveil import preflight, sandbox
-from pgveil.cli_common import DatabaseUrl, err, out, reports_errors, target_url
+from pgveil import cli_audit, cli_review, cli_scan, preflight, sandbox
+from pgveil.cli_common import PROGRESS_COLUMNS, DatabaseUrl, err, out, reports_errors, target_url
 from pgveil.errors import PgveilError
 from pgveil.services import install as install_service
 from pgveil.services import masking, static, streaming
-
-# A long job's bar: what, how far, how long, how much longer.
-PROGRESS_COLUMNS = (
-    TextColumn("{task.description}"),
-    BarColumn(),
-    MofNCompleteColumn(),
-    TimeElapsedColumn(),
-    TextColumn("ETA"),
-    TimeRemainingColumn(),
-)
 
 app = typer.Typer(help="pgveil: in-database privacy toolkit for PostgreSQL.", no_args_is_help=True)
 sandbox_app = typer.Typer(help="A throwaway local PostgreSQL cluster.", no_args_is_help=True)
@@ -266,4 +256,7 @@ def _attach_demo_commands(cli: typer.Typer) -> bool:
     return True
 
 
+cli_scan.register(app)
+cli_review.register(app)
+cli_audit.register(app)
 _attach_demo_commands(app)

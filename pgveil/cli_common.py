@@ -11,10 +11,11 @@ import typer
 from alembic.util import CommandError
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from sqlalchemy.exc import DBAPIError
 
 from pgveil import config, sandbox
-from pgveil.errors import PgveilError
+from pgveil.errors import PgveilError, server_message
 
 out = Console()
 err = Console(stderr=True)
@@ -23,6 +24,16 @@ DatabaseUrl = Annotated[
     str | None,
     typer.Option("--database-url", help="postgresql:// URL; default: $DATABASE_URL, else the sandbox."),
 ]
+
+# A long job's bar: what, how far, how long, how much longer.
+PROGRESS_COLUMNS = (
+    TextColumn("{task.description}"),
+    BarColumn(),
+    MofNCompleteColumn(),
+    TimeElapsedColumn(),
+    TextColumn("ETA"),
+    TimeRemainingColumn(),
+)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -36,16 +47,6 @@ def target_url(explicit: str | None = None) -> str:
 
 def report_error(message: str) -> None:
     err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
-
-
-def server_message(error: BaseException) -> str:
-    """A database error's own message, every line of it (a refusal may list several
-    problems), without the statement context psycopg appends."""
-    primary = getattr(getattr(error, "diag", None), "message_primary", None)
-    if primary:
-        return str(primary)
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def reports_errors(fn: Callable[P, R]) -> Callable[P, R]:
