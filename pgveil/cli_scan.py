@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -14,7 +13,7 @@ from pgveil import preflight
 from pgveil.cli_common import PROGRESS_COLUMNS, DatabaseUrl, err, out, reports_errors, target_url
 from pgveil.errors import PgveilError
 from pgveil.pg_anon_dicts import load_meta_dict, load_no_sens_dict, load_sens_dict
-from pgveil.services import scan, scan_output
+from pgveil.services import preview, scan, scan_output
 
 
 def register(app: typer.Typer) -> None:
@@ -40,18 +39,6 @@ def _write(path: Path, text: str) -> None:
         partial.replace(path)
     finally:
         partial.unlink(missing_ok=True)
-
-
-def _previous(path: Path | None) -> dict[str, object] | None:
-    if path is None:
-        return None
-    try:
-        document = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise PgveilError(f"--previous {path}: not a scan result ({exc})") from exc
-    if not isinstance(document, dict) or document.get("pgveil_scan") != 1:
-        raise PgveilError(f"--previous {path}: not a pgveil scan result (pgveil scan --format json writes one)")
-    return document
 
 
 @reports_errors
@@ -115,7 +102,7 @@ def scan_command(
         meta_dicts=tuple(load_meta_dict(p) for p in meta_dict or ()),
         sens_dict=load_sens_dict(sens_dict) if sens_dict else None,
         no_sens_dict=load_no_sens_dict(no_sens_dict) if no_sens_dict else None,
-        previous=_previous(previous),
+        previous=preview.load_scan(previous) if previous else None,
         rules=_rules(rule),
         checks=tuple(check or ()),
     )

@@ -17,9 +17,7 @@ import psycopg
 
 from pgveil.errors import PgveilError
 from pgveil.migrate import VERSION_TABLE
-
-# The scan file format this module reads (``"pgveil_scan": 1``).
-SCAN_FORMAT = 1
+from pgveil.services.scan import REPORT_FORMAT, findings_by_column
 
 # pgveil's own schemas and PostgreSQL's; mask schemas (generated per policy)
 # and any schema pgveil marked as its own are excluded by the query too.
@@ -152,9 +150,9 @@ def load_scan(path: str | Path) -> dict[str, Any]:
     version = data["pgveil_scan"]
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise PgveilError(f'{where} is not a pgveil scan file: "pgveil_scan" is not a format number')
-    if version > SCAN_FORMAT:
+    if version > REPORT_FORMAT:
         raise PgveilError(
-            f"{where} is a scan of format {version}; this pgveil reads format {SCAN_FORMAT} — upgrade pgveil"
+            f"{where} is a scan of format {version}; this pgveil reads format {REPORT_FORMAT} — upgrade pgveil"
         )
     columns = data.get("columns")
     if not isinstance(columns, list):
@@ -175,12 +173,6 @@ def load_scan(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def _scan_index(scan: dict[str, Any] | None) -> dict[tuple[str, str, str], dict[str, Any]]:
-    if not scan:
-        return {}
-    return {(c["schema"], c["table"], c["column"]): c for c in scan.get("columns", [])}
-
-
 def view_fields(
     conn: psycopg.Connection[Any],
     policy: str,
@@ -196,7 +188,7 @@ def view_fields(
     and those the scan judged sensitive. Reads the rule catalog: governors only.
     """
     _policy_exists(conn, policy)
-    found = _scan_index(scan)
+    found = findings_by_column(scan)
     rows = conn.execute(
         FIELDS_QUERY,
         {"policy": policy, "excluded": list(EXCLUDED_SCHEMAS), "version_table": VERSION_TABLE},

@@ -65,6 +65,8 @@ EMBEDDED_MIN, EMBEDDED_SHARE = 2, 0.005
 
 
 TOOLKIT_SCHEMAS = ("veil", "veil_private", "veil_ext", "sanitized")
+# The JSON report's format number ("pgveil_scan"): readers refuse a newer one.
+REPORT_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -146,7 +148,7 @@ class ScanReport:
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        return {"pgveil_scan": 1, **data}
+        return {"pgveil_scan": REPORT_FORMAT, **data}
 
 
 @dataclass
@@ -348,7 +350,7 @@ def _scan_table(
     findings: list[ColumnFinding] = []
     to_read: list[Column] = []
     specs: list[dict[str, Any]] = []
-    previous = _previous_columns(options.previous)
+    previous = findings_by_column(options.previous)
     for column in table.columns:
         base = ColumnFinding(table.schema, table.name, column.name, column.type)
         known = _known(options, table, column, base, previous, decide)
@@ -432,10 +434,11 @@ def _per_field_function(
     return None
 
 
-def _previous_columns(previous: dict[str, Any] | None) -> dict[tuple[str, str, str], dict[str, Any]]:
-    if not previous:
+def findings_by_column(report: dict[str, Any] | None) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """A JSON scan report's column findings by (schema, table, column)."""
+    if not report:
         return {}
-    return {(c["schema"], c["table"], c["column"]): c for c in previous.get("columns", [])}
+    return {(c["schema"], c["table"], c["column"]): c for c in report.get("columns", [])}
 
 
 def _known(
