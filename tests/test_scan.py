@@ -390,3 +390,17 @@ def test_pg_anon_readme_meta_dictionary_runs_a_scan(toolkit, tmp_path):
     toolkit.execute("DROP SCHEMA my_custom_functions CASCADE")
     done = pgveil("scan", "--meta-dict", str(meta), "--database-url", toolkit.url)
     assert done.returncode == 1 and "there is no function my_custom_functions.check_by_users_table" in done.stderr
+
+
+def test_a_check_function_also_reads_json_leaves(toolkit):
+    toolkit.execute(
+        "CREATE SCHEMA crm; CREATE TABLE crm.events (id integer PRIMARY KEY, payload jsonb);"
+        " INSERT INTO crm.events SELECT g, jsonb_build_object('ref', 'INT-' || g) FROM generate_series(1, 20) g;"
+        " CREATE FUNCTION crm.is_internal(value text, s text, t text, c text) RETURNS boolean"
+        " LANGUAGE sql IMMUTABLE AS $$ SELECT value LIKE 'INT-%' $$"
+    )
+    with psycopg.connect(toolkit.url, autocommit=True) as conn:
+        plain = findings(scan.scan(conn, scan.ScanOptions(schemas=("crm",))))
+        checked = findings(scan.scan(conn, scan.ScanOptions(schemas=("crm",), checks=("crm.is_internal",))))
+    assert not plain["payload"].sensitive
+    assert checked["payload"].kind == "custom" and "returned true for 20 values" in checked["payload"].reason

@@ -658,8 +658,16 @@ class _Decider:
                 kind = verdict.kind if verdict.kind != "free_text" else verdict.embedded[0]
                 paths.append(PathFinding(path, kind, kinds.get(kind, kinds.get(f"in:{kind}", 0)), kinds.get("*", 0)))
         if not paths:
-            total = sum(k.get("*", 0) for p, k in counts.items() if p is not None)
-            return replace(finding, reason=f"no personal data found in {total} JSON values")
+            # The user's own detectors (pg_anon's, --check) judge the document as a whole.
+            merged: dict[str, int] = {}
+            for leaf, kinds in counts.items():
+                if leaf is not None:
+                    for kind, n in kinds.items():
+                        merged[kind] = merged.get(kind, 0) + n
+            custom = self._custom(merged, column)
+            if custom is not None:
+                return self.custom(finding, column, *custom)
+            return replace(finding, reason=f"no personal data found in {merged.get('*', 0)} JSON values")
         listed = ", ".join(f"{p.path} ({p.kind})" for p in paths)
         return replace(
             finding,
