@@ -68,6 +68,7 @@ __all__ = [
     "parse_no_sens_dict",
     "parse_sens_dict",
     "quote_ident",
+    "quote_literal",
 ]
 
 Format = Literal["py", "json"]
@@ -1370,7 +1371,8 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _literal(value: str) -> str:
+def quote_literal(value: str) -> str:
+    """A SQL string literal (standard_conforming_strings, as every supported server has)."""
     return "'" + value.replace("'", "''") + "'"
 
 
@@ -1657,14 +1659,14 @@ class _Parser:
         if token.kind == "placeholder":
             return _Expr("column", quote_ident(self.column), reads_column=True)
         if token.kind == "string":
-            return _Expr("const", _literal(token.text), const_is_string=True, value_sql=_literal(token.text))
+            return _Expr("const", quote_literal(token.text), const_is_string=True, value_sql=quote_literal(token.text))
         if token.kind == "estring":
             sql = f"E'{token.text}'"
             return _Expr("const", sql, const_is_string=True, value_sql=sql)
         if token.kind == "number" or (token.kind == "op" and token.text in ("-", "+") and self._next_is("number")):
             sign = "-" if token.text == "-" else ""
             number = token.text if token.kind == "number" else sign + self.take().text
-            return _Expr("const", number, value_sql=_literal(number))
+            return _Expr("const", number, value_sql=quote_literal(number))
         if token.kind == "punct" and token.text == "(":
             inner = self.expression()
             self.expect(")")
@@ -1694,7 +1696,7 @@ class _Parser:
                 following = self.peek()
                 if following is not None and following.kind == "string":  # a typed literal: interval '6 month'
                     self.take()
-                    sql = f"{lowered} {_literal(following.text)}"
+                    sql = f"{lowered} {quote_literal(following.text)}"
                     return _Expr("const", sql, value_sql=sql)
                 if lowered in _NOT_A_COLUMN:
                     raise _Unmapped(f"{token.text.upper()} (an SQL keyword) is not part of a rule")

@@ -16,30 +16,17 @@ from typing import Any
 import psycopg
 
 from pgveil.errors import PgveilError
-from pgveil.migrate import VERSION_TABLE
-from pgveil.services.scan import REPORT_FORMAT, findings_by_column
+from pgveil.services.scan import REPORT_FORMAT, USER_TABLE, USER_TABLE_PARAMS, findings_by_column
 
-# pgveil's own schemas and PostgreSQL's; mask schemas (generated per policy)
-# and any schema pgveil marked as its own are excluded by the query too.
-EXCLUDED_SCHEMAS = ("veil", "veil_private", "veil_ext", "sanitized", "pg_catalog", "information_schema")
-
-# Every column of every user table (not partitions: a partitioned table is
-# listed once, through its root), with its rule in the policy if it has one.
-FIELDS_QUERY = """
+# Every column of every user table (scan.USER_TABLE), with its rule in the policy if any.
+FIELDS_QUERY = f"""
 SELECT n.nspname::text, c.relname::text, a.attname::text,
        pg_catalog.format_type(a.atttypid, a.atttypmod), r.label, r.kind
 FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
 LEFT JOIN veil_private.column_rules r ON r.policy = %(policy)s AND r.relid = c.oid AND r.attnum = a.attnum
-WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
-  AND n.nspname <> ALL(%(excluded)s)
-  AND n.nspname !~ '^pg_(toast|temp_|toast_temp_)'
-  AND n.oid NOT IN (SELECT m.mask_nspid FROM veil_private.mask_schemas m)
-  AND pg_catalog.obj_description(n.oid, 'pg_namespace') IS DISTINCT FROM 'pgveil'
-  AND NOT (c.relname = %(version_table)s AND EXISTS (
-      SELECT FROM pg_catalog.pg_attribute v
-      WHERE v.attrelid = c.oid AND v.attname = 'version_num' AND NOT v.attisdropped))
+WHERE {USER_TABLE}
 ORDER BY n.nspname, c.relname, a.attnum
 """
 
@@ -191,7 +178,7 @@ def view_fields(
     found = findings_by_column(scan)
     rows = conn.execute(
         FIELDS_QUERY,
-        {"policy": policy, "excluded": list(EXCLUDED_SCHEMAS), "version_table": VERSION_TABLE},
+        {"policy": policy, **USER_TABLE_PARAMS},
     ).fetchall()
     fields_: list[FieldRow] = []
     for schema, table, column, type_, label, kind in rows:

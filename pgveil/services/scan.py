@@ -168,16 +168,25 @@ def _no_progress(table: str, rows: int, tables: int) -> None:
     return None
 
 
-TABLES = """
+# The application's tables, a partitioned one through its root: not in pgveil's
+# schemas (named, or marked 'pgveil'), PostgreSQL's or an extension's, and not
+# Alembic's version table. Mask schemas hold views only: relkind leaves them out.
+USER_TABLE = """c.relkind IN ('r', 'p') AND NOT c.relispartition
+  AND n.nspname <> ALL (%(toolkit_schemas)s)
+  AND n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
+  AND pg_catalog.obj_description(n.oid, 'pg_namespace') IS DISTINCT FROM 'pgveil'
+  AND NOT (c.relname = %(version_table)s AND EXISTS (
+      SELECT FROM pg_catalog.pg_attribute v
+      WHERE v.attrelid = c.oid AND v.attname = 'version_num' AND NOT v.attisdropped))
+  AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d
+                  WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')"""
+USER_TABLE_PARAMS = {"toolkit_schemas": list(TOOLKIT_SCHEMAS), "version_table": VERSION_TABLE}
+
+TABLES = f"""
 SELECT c.oid::bigint, n.nspname, c.relname, GREATEST(c.reltuples, 0)::bigint
 FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
-  AND n.nspname <> ALL (%(excluded)s)
-  AND n.nspname NOT LIKE 'pg\\_%%' AND n.nspname <> 'information_schema'
-  AND c.relname <> %(version_table)s
-  AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d
-                  WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+WHERE {USER_TABLE}
 ORDER BY n.nspname, c.relname
 """
 
@@ -190,14 +199,6 @@ FROM pg_catalog.pg_attribute a
 WHERE a.attrelid = ANY (%(oids)s::oid[]) AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attrelid, a.attnum
 """
-
-
-def _mask_schemas(conn: psycopg.Connection[Any]) -> list[str]:
-    row = conn.execute(
-        "SELECT pg_catalog.array_agg(n.nspname::text) FROM veil_private.mask_schemas m"
-        " JOIN pg_catalog.pg_namespace n ON n.oid = m.mask_nspid"
-    ).fetchone()
-    return list(row[0] or []) if row else []
 
 
 def _policy_delivery(conn: psycopg.Connection[Any], policy: str) -> str:
@@ -213,11 +214,7 @@ def _policy_delivery(conn: psycopg.Connection[Any], policy: str) -> str:
 
 
 def _tables(conn: psycopg.Connection[Any], options: ScanOptions) -> list[_Table]:
-    try:
-        excluded = list(TOOLKIT_SCHEMAS) + _mask_schemas(conn)
-    except psycopg.errors.InsufficientPrivilege:  # not a governor: mask schemas hold views only
-        excluded = list(TOOLKIT_SCHEMAS)
-    rows = conn.execute(TABLES, {"excluded": excluded, "version_table": VERSION_TABLE}).fetchall()
+    rows = conn.execute(TABLES, USER_TABLE_PARAMS).fetchall()
     wanted = {t for t in options.tables}
     tables: dict[int, _Table] = {}
     for oid, schema, name, estimate in rows:

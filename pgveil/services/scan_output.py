@@ -10,14 +10,10 @@ from __future__ import annotations
 import json
 import secrets
 
-from pgveil.pg_anon_dicts import dump_no_sens_dict
+from pgveil.pg_anon_dicts import dump_no_sens_dict, quote_literal
 from pgveil.services.scan import ColumnFinding, ScanReport
 
 FORMATS = ("sql", "alembic", "json")
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _comment(text: str) -> str:
@@ -41,8 +37,8 @@ def sql_script(report: ScanReport, *, not_masked: bool = False) -> str:
     for column, rule in _chosen(report, not_masked):
         lines.append(f"-- {column.kind or 'not sensitive'} ({column.confidence:.2f}): {_comment(column.reason)}")
         lines.append(
-            f"SELECT veil.security_label({_literal(report.policy)}, 'COLUMN', "
-            f"{_literal(column.qualified)}, {_literal(rule)});"
+            f"SELECT veil.security_label({quote_literal(report.policy)}, 'COLUMN', "
+            f"{quote_literal(column.qualified)}, {quote_literal(rule)});"
         )
     lines.append("COMMIT;")
     if not not_masked:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pgveil.pg_anon_dicts import quote_ident
+from pgveil.pg_anon_dicts import quote_ident, quote_literal
 from pgveil.scan_vocabulary import words
 
 # Type families: which types are read (and as what), which kinds a type can hold.
@@ -136,9 +136,9 @@ class RuleProposer:
         if "json" in self.overrides:
             return label(self.overrides["json"], quote_ident(column.name))
         masks = {path: JSON_MASKS.get(kind, {"value": None}) for path, kind in paths}
-        spec = json.dumps({"paths": masks}, sort_keys=True).replace("'", "''")
+        spec = quote_literal(json.dumps({"paths": masks}, sort_keys=True))
         function = "jsonb_mask" if column.base == "jsonb" else "json_mask"
-        return f"MASKED WITH FUNCTION veil.{function}({quote_ident(column.name)}, '{spec}'::jsonb)"
+        return f"MASKED WITH FUNCTION veil.{function}({quote_ident(column.name)}, {spec}::jsonb)"
 
 
 JSON_MASKS: dict[str, Any] = {
