@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
+
+import psycopg
+from psycopg import sql
 
 from demo.flow import login_urls
 from tests.conftest import Database, Role
@@ -148,3 +153,16 @@ def definitions(db: Database) -> dict[str, list[str]]:
             rows: list[Any] = db.execute(query, {"schemas": list(PGVEIL_SCHEMAS)}).fetchall()
             result[name] = sorted(r[0] for r in rows)
     return result
+
+
+@contextmanager
+def scratch_database(db: Database) -> Iterator[str]:
+    """An empty database on ``db``'s server (a restore's target), dropped afterwards;
+    yields its URL."""
+    name = f"scratch_{secrets.token_hex(4)}"
+    with psycopg.connect(db.server.url("postgres"), autocommit=True) as maintenance:
+        maintenance.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        try:
+            yield db.server.url(name)
+        finally:
+            maintenance.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
