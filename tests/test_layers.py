@@ -14,7 +14,17 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("pgveil", "demo", "loader", "consumer")
 # pgveil's presentation layer: the only modules that may import typer and rich.
-CLI_MODULES = {"__main__", "cli", "cli_common", "cli_demo", "cli_scan", "cli_review", "cli_audit"}
+CLI_MODULES = {
+    "__main__",
+    "cli",
+    "cli_common",
+    "cli_demo",
+    "cli_scan",
+    "cli_review",
+    "cli_audit",
+    "cli_dump",
+    "cli_restore",
+}
 
 
 def lint_imports(cwd: Path, *contracts: str) -> subprocess.CompletedProcess[str]:

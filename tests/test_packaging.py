@@ -24,6 +24,8 @@ TOOLKIT_COMMANDS = (
     "view-fields",
     "view-data",
     "audit",
+    "dump",
+    "restore",
     "backfill",
     "rotate-key",
     "status",
