@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
-from alembic import context
 from psycopg import sql
 
 from pgveil.errors import PgveilError
@@ -25,11 +24,15 @@ def _true(conn: psycopg.Connection[Any], query: str, params: tuple[Any, ...] = (
 
 def role_name(option: str, default: str) -> str:
     """The role's name from `alembic -x <option>=…`, else the default."""
+    from alembic import context  # in a migration only: the CLI that imports this module need not load Alembic
+
     return str(context.get_x_argument(as_dictionary=True).get(option, default))
 
 
 def ensure_role(conn: psycopg.Connection[Any], role: str) -> None:
     if _true(conn, "SELECT NOT EXISTS (SELECT FROM pg_roles WHERE rolname = %s)", (role,)):
+        from alembic import context
+
         password = context.get_x_argument(as_dictionary=True).get("demo_password")
         create = sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role))
         if password:

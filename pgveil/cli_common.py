@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable
 from typing import Annotated, ParamSpec, TypeVar
 
 import psycopg
 import typer
-from alembic.util import CommandError
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from sqlalchemy.exc import DBAPIError
 
 from pgveil import config, sandbox
 from pgveil.errors import PgveilError, server_message
@@ -56,12 +55,28 @@ def reports_errors(fn: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
-        except (PgveilError, CommandError) as exc:
+        except PgveilError as exc:
             report_error(str(exc))
-        except (psycopg.Error, DBAPIError) as exc:
-            # A migration's database error reaches us wrapped by SQLAlchemy.
-            cause = exc.orig if isinstance(exc, DBAPIError) else exc
-            report_error(server_message(cause or exc))
+        except psycopg.Error as exc:
+            report_error(server_message(exc))
+        except Exception as exc:
+            message = _migration_failure(exc)
+            if message is None:
+                raise
+            report_error(message)
         raise typer.Exit(1)
 
     return wrapper
+
+
+def _migration_failure(exc: Exception) -> str | None:
+    """Alembic's own errors, and database errors as SQLAlchemy wraps them in a
+    migration. Checked through sys.modules: a command that never migrated never
+    imported them, and every command is spared their import time (a second)."""
+    alembic_util = sys.modules.get("alembic.util")
+    if alembic_util is not None and isinstance(exc, alembic_util.CommandError):
+        return str(exc)
+    sqlalchemy_exc = sys.modules.get("sqlalchemy.exc")
+    if sqlalchemy_exc is not None and isinstance(exc, sqlalchemy_exc.DBAPIError):
+        return server_message(exc.orig or exc)
+    return None

@@ -58,6 +58,12 @@ def dump_command(
     no_large_objects: Annotated[
         bool, typer.Option("--no-large-objects", help="Leave large objects out (no rule can mask them).")
     ] = False,
+    no_owner: Annotated[
+        bool, typer.Option("--no-owner", "-O", help="No ownership commands (a plain script for another server).")
+    ] = False,
+    no_privileges: Annotated[
+        bool, typer.Option("--no-privileges", "-x", help="No grants (a server without the source's roles).")
+    ] = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print each table's query and estimated rows; write nothing.")
     ] = False,
@@ -82,6 +88,8 @@ def dump_command(
         data_only=data_only,
         uncovered=uncovered,
         no_large_objects=no_large_objects,
+        no_owner=no_owner,
+        no_privileges=no_privileges,
     )
     url = target_url(database_url)
     if dry_run:

@@ -1,22 +1,22 @@
 """Run pgveil's Alembic migrations from Python (the services, the demo and the tests use this).
 
 The caller passes the target URL, already resolved; the Alembic environment
-(``migrations/env.py``) uses it as given.
+(``migrations/env.py``) uses it as given. Alembic (and SQLAlchemy under it) is
+imported when a migration runs: the import takes about a second, which commands
+that never migrate (a dump) should not pay.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-
-from alembic import command
-from alembic.config import Config
-from alembic.script import ScriptDirectory
+from typing import TYPE_CHECKING
 
 from pgveil import resources
 
-# Alembic's record of the applied toolkit revisions, apart from an
-# application's own alembic_version.
-VERSION_TABLE = "pgveil_version"
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+VERSION_TABLE = resources.VERSION_TABLE
 
 
 def alembic_config(
@@ -27,6 +27,8 @@ def alembic_config(
     faker_providers: Sequence[str] | None = None,
 ) -> Config:
     """Config for the toolkit's revisions, plus the demo application's if asked."""
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(resources.migrations_dir()))
     locations = [resources.toolkit_versions_dir()]
@@ -42,6 +44,8 @@ def alembic_config(
 
 
 def heads(cfg: Config) -> list[str]:
+    from alembic.script import ScriptDirectory
+
     return list(ScriptDirectory.from_config(cfg).get_heads())
 
 
@@ -53,9 +57,13 @@ def upgrade(
     locale: str | None = None,
     faker_providers: Sequence[str] | None = None,
 ) -> None:
+    from alembic import command
+
     cfg = alembic_config(database_url, with_demo=with_demo, locale=locale, faker_providers=faker_providers)
     command.upgrade(cfg, target)
 
 
 def downgrade(database_url: str, *, with_demo: bool = False, target: str = "base") -> None:
+    from alembic import command
+
     command.downgrade(alembic_config(database_url, with_demo=with_demo), target)

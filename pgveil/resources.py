@@ -10,6 +10,10 @@ from pathlib import Path
 
 _PACKAGE = Path(__file__).resolve().parent
 
+# Alembic's record of the applied toolkit revisions, apart from an
+# application's own alembic_version.
+VERSION_TABLE = "pgveil_version"
+
 
 def _locate(name: str) -> Path:
     for candidate in (_PACKAGE / "_bundled" / name, _PACKAGE.parent / name):

@@ -26,6 +26,8 @@ from tests.helpers import label, scratch_database, seed
 
 PLANTED_EMAIL = "planted.raw.value@leak.test"
 PLANTED_NAME = "Zzplantedzz"
+# Small tables are read through psycopg, large ones through psql: both are tried.
+READERS = pytest.mark.parametrize("psql_from_bytes", [dump.PSQL_FROM_BYTES, 0], ids=["psycopg", "psql"])
 
 
 def plant(demo: Database) -> None:
@@ -60,7 +62,11 @@ def text_of(url: str) -> str:
     return subprocess.run(["pg_dump", f"--dbname={url}"], capture_output=True, text=True, check=True).stdout
 
 
-def test_a_directory_dump_restores_with_stock_pg_restore_in_parallel_masked(demo, tmp_path):
+@READERS
+def test_a_directory_dump_restores_with_stock_pg_restore_in_parallel_masked(
+    demo, tmp_path, monkeypatch, psql_from_bytes
+):
+    monkeypatch.setattr(dump, "PSQL_FROM_BYTES", psql_from_bytes)
     plant(demo)
     demo.execute("SELECT setval('customer_customer_id_seq', 5000)")
     out = tmp_path / "archive"
@@ -161,7 +167,9 @@ def test_a_plain_script_restores_with_psql(demo, tmp_path, compress):
             assert conn.execute("SELECT count(*) FROM customer").fetchone() == (201,)
 
 
-def test_a_dump_taken_while_the_application_writes_is_one_snapshot(demo, tmp_path):
+@READERS
+def test_a_dump_taken_while_the_application_writes_is_one_snapshot(demo, tmp_path, monkeypatch, psql_from_bytes):
+    monkeypatch.setattr(dump, "PSQL_FROM_BYTES", psql_from_bytes)
     seed(demo)
     stop = threading.Event()
     writes = [0]
@@ -212,7 +220,11 @@ def test_columns_without_a_rule_are_refused_listed_and_nothing_is_written(demo, 
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_rule_failing_on_a_row_stops_the_dump_naming_table_and_key_not_the_value(demo, tmp_path):
+@READERS
+def test_a_rule_failing_on_a_row_stops_the_dump_naming_table_and_key_not_the_value(
+    demo, tmp_path, monkeypatch, psql_from_bytes
+):
+    monkeypatch.setattr(dump, "PSQL_FROM_BYTES", psql_from_bytes)
     seed(demo)
     demo.execute("UPDATE address SET postal_code = CASE WHEN address_id = 7 THEN 'SECRET-7' ELSE '75001' END")
     label(demo, "column", "public.address.postal_code", "MASKED WITH FUNCTION pg_catalog.abs((postal_code)::integer)")
@@ -390,3 +402,13 @@ def test_the_archive_is_pg_dumps_format_read_back_byte_for_byte(demo, tmp_path):
     assert data and all(tables[e.dependencies[0]].tag == e.tag for e in data)
     assert all((out / (e.filename + toc.data_suffix())).is_file() for e in data)
     assert os.path.getsize(out / pg_archive.TOC_FILE) == len(raw)
+
+
+def test_data_pg_dump_wrote_itself_is_refused(bare, tmp_path):
+    """The guard behind --exclude-table-data: were pg_dump to write rows pgveil did not
+    compute (a kind of data it does not know of), the dump stops."""
+    bare.execute("CREATE TABLE t (id int); INSERT INTO t VALUES (1)")
+    out = tmp_path / "d"
+    subprocess.run(["pg_dump", f"--dbname={bare.url}", "--format=directory", f"--file={out}"], check=True)
+    with pytest.raises(PgveilError, match=r"pg_dump wrote data pgveil did not compute \(TABLE DATA public\.t\)"):
+        dump._refuse_raw_data(pg_archive.read(out))

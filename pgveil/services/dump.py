@@ -18,6 +18,7 @@ import gzip
 import hashlib
 import os
 import queue
+import re
 import shutil
 import subprocess
 import threading
@@ -48,6 +49,8 @@ BUFFER_BYTES = 1 << 20
 # pg_dump ends a table's data with the end-of-copy marker.
 END_OF_COPY = b"\\.\n\n\n"
 PARTIAL_SUFFIX = ".pgveil-partial"
+# Tables whose heap is this large are read through psql (see _dump_table).
+PSQL_FROM_BYTES = 16 << 20
 # The catalog of TOC entries naming a relation.
 PG_CLASS = "1259"
 
@@ -70,6 +73,10 @@ class DumpOptions:
     # Large objects cannot be masked: a database that has some is refused unless
     # they are left out.
     no_large_objects: bool = False
+    # As pg_dump's -O and -x: a plain script without ownership or grants (for a
+    # server without the source's roles); pg_restore has them for an archive too.
+    no_owner: bool = False
+    no_privileges: bool = False
 
 
 @dataclass(frozen=True)
@@ -206,10 +213,11 @@ def _directory_archive(
             toc, tables = schema_toc, []
         else:
             extra = ["--data-only"] if options.data_only else []
-            for t in tables:
-                extra.append(f"--exclude-table-data={_exact_pattern(t.schema, t.table)}")
+            raw = [(t.schema, t.table) for t in tables] + export.extension_config_tables(conn)
+            extra += [f"--exclude-table-data={_exact_pattern(schema, table)}" for schema, table in raw]
             _pg_dump(url, snapshot, options, target, toolkit, extra)
             toc = pg_archive.read(target)
+            _refuse_raw_data(toc)
         toc.entries = _without_toolkit(toc.entries, toolkit.objects)
         dumped = _write_data(url, snapshot, options, uncovered, toc, schema_toc, tables, target, progress)
         pg_archive.write(target, toc)
@@ -239,13 +247,15 @@ def _plain_script(
         level = options.compress or 0
         with _open_output(target, level) as out:
             out.write(dump_manifest.plain_line(manifest).encode())
-            _render_plain(archive, out)
+            _render_plain(archive, out, options)
     return manifest, left_out
 
 
-def _render_plain(archive: Path, out: Any) -> None:
-    restore = pg_tools.program("pg_restore")
-    with subprocess.Popen([restore, "--file=-", str(archive)], stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+def _render_plain(archive: Path, out: Any, options: DumpOptions) -> None:
+    argv = [pg_tools.program("pg_restore"), "--file=-"]
+    argv += ["--no-owner"] if options.no_owner else []
+    argv += ["--no-privileges"] if options.no_privileges else []
+    with subprocess.Popen([*argv, str(archive)], stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
         assert proc.stdout is not None and proc.stderr is not None
         while chunk := proc.stdout.read(BUFFER_BYTES):
             out.write(chunk)
@@ -288,6 +298,16 @@ def _schema_and_tables(
     ]
     tables = export.plan(conn, options.policy, plain, options.uncovered)
     return toc, tables, left_out, toolkit
+
+
+def _refuse_raw_data(toc: pg_archive.Toc) -> None:
+    """pg_dump was told to write no rows; should it have (a kind of data this
+    version does not know of), the dump stops and its partial output is removed."""
+    for e in toc.entries:
+        if e.had_dumper:
+            raise PgveilError(
+                f"pg_dump wrote data pgveil did not compute ({e.desc} {e.namespace}.{e.tag}); the partial dump was removed"
+            )
 
 
 def _refuse_large_objects(conn: psycopg.Connection[Any], options: DumpOptions) -> None:
@@ -384,23 +404,22 @@ def _run_workers(
     """Dump the tables, ``workers`` at a time, largest first; the first failure
     cancels the rest."""
     pending: queue.SimpleQueue[tuple[int, ExportTable]] = queue.SimpleQueue()
-    for job in sorted(jobs, key=lambda j: -j[1].estimated_rows):
+    for job in sorted(jobs, key=lambda j: -j[1].relation_bytes):
         pending.put(job)
     results: dict[int, DumpedTable] = {}
     stop = threading.Event()
-    readers: list[psycopg.Connection[Any]] = []
-    lock = threading.Lock()
+    running = _Running()
 
     def work() -> None:
         with export.open_reader(url, snapshot) as reader:
-            with lock:
-                readers.append(reader)
+            running.add(reader.cancel)
             while not stop.is_set():
                 try:
                     dump_id, table = pending.get_nowait()
                 except queue.Empty:
                     return
-                results[dump_id] = _dump_table(reader, table, target / f"{dump_id}.dat{suffix}", level, progress)
+                path = target / f"{dump_id}.dat{suffix}"
+                results[dump_id] = _dump_table(reader, url, snapshot, table, path, level, progress, running)
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pgveil-dump") as pool:
         futures = [pool.submit(work) for _ in range(min(workers, len(jobs)))]
@@ -408,11 +427,13 @@ def _run_workers(
             error = _first_error(futures)
         except BaseException:
             error = None
-            _cancel(stop, readers, lock)
+            stop.set()
+            running.cancel_all()
             raise
         finally:
             if error is not None:
-                _cancel(stop, readers, lock)
+                stop.set()
+                running.cancel_all()
     if error is not None:
         if isinstance(error, _TableFailed):
             raise PgveilError(
@@ -436,12 +457,23 @@ def _first_error(futures: list[Future[None]]) -> BaseException | None:
     return None
 
 
-def _cancel(stop: threading.Event, readers: list[psycopg.Connection[Any]], lock: threading.Lock) -> None:
-    stop.set()
-    with lock:
-        for reader in readers:
-            with suppress(psycopg.Error):
-                reader.cancel()
+class _Running:
+    """How to stop what the workers are running: their connections' queries and
+    their psql processes."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.stops: list[Callable[[], None]] = []
+
+    def add(self, stop: Callable[[], None]) -> None:
+        with self.lock:
+            self.stops.append(stop)
+
+    def cancel_all(self) -> None:
+        with self.lock:
+            for stop in self.stops:
+                with suppress(psycopg.Error, OSError):
+                    stop()
 
 
 class _TableFailed(Exception):
@@ -453,45 +485,108 @@ class _TableFailed(Exception):
 
 def _dump_table(
     reader: psycopg.Connection[Any],
+    url: str,
+    snapshot: Snapshot,
     table: ExportTable,
     path: Path,
     level: int,
     progress: Callable[[Progress], None] | None,
+    running: _Running,
 ) -> DumpedTable:
-    """One table's rows into its data file: read here, compressed and written by a
-    second thread (zlib and the file writes release the GIL), two buffers at most."""
-    statement = sql.SQL("COPY ({}) TO STDOUT").format(sql.SQL(table.query))
+    """One table's rows into its data file, a buffer at a time: read here,
+    compressed and written by a second thread (zlib and file writes release the
+    GIL). A large table is read through psql, which hands over its rows in large
+    reads; psycopg hands every row to Python, about half a microsecond each."""
     sink = _DataFile(path, level)
     rows = 0
+
+    def take(chunk: bytes) -> None:
+        nonlocal rows
+        sink.write(chunk)
+        # COPY's text format ends every row with one newline (a newline in a value is written \n).
+        count = chunk.count(b"\n")
+        rows += count
+        if progress is not None:
+            progress(Progress(table.qualified, count, len(chunk), False))
+
     try:
-        buffer = bytearray()
-        cursor = reader.cursor()
-        try:
-            with cursor.copy(statement) as copy:
-                for row in copy:
-                    buffer += row
-                    rows += 1
-                    if len(buffer) >= BUFFER_BYTES:
-                        sink.write(bytes(buffer))
-                        if progress is not None:
-                            progress(Progress(table.qualified, rows, len(buffer), False))
-                        buffer.clear()
-                        rows = 0
-        except psycopg.errors.QueryCanceled:
-            raise
-        except psycopg.OperationalError as e:
-            raise PgveilError(f"lost the connection while dumping {table.qualified}: {server_message(e)}") from None
-        except psycopg.Error as e:
-            raise _TableFailed(table, e.sqlstate or "XX000") from None
-        buffer += END_OF_COPY
-        sink.write(bytes(buffer))
+        if table.relation_bytes >= PSQL_FROM_BYTES:
+            _copy_through_psql(reader, url, snapshot, table, take, running)
+        else:
+            _copy_through_psycopg(reader, table, take)
+        sink.write(END_OF_COPY)
         size, digest = sink.close()
     except BaseException:
         sink.abandon()
         raise
     if progress is not None:
-        progress(Progress(table.qualified, rows, len(buffer), True))
-    return DumpedTable(table.schema, table.table, int(cursor.rowcount), table.columns, path.name, size, digest)
+        progress(Progress(table.qualified, 0, 0, True))
+    return DumpedTable(table.schema, table.table, rows, table.columns, path.name, size, digest)
+
+
+def _copy_through_psycopg(reader: psycopg.Connection[Any], table: ExportTable, take: Callable[[bytes], None]) -> None:
+    buffer = bytearray()
+    try:
+        with reader.cursor().copy(sql.SQL("COPY ({}) TO STDOUT").format(sql.SQL(table.query))) as copy:
+            for row in copy:
+                buffer += row
+                if len(buffer) >= BUFFER_BYTES:
+                    take(bytes(buffer))
+                    buffer.clear()
+    except psycopg.errors.QueryCanceled:
+        raise
+    except psycopg.OperationalError as e:
+        raise PgveilError(f"lost the connection while dumping {table.qualified}: {server_message(e)}") from None
+    except psycopg.Error as e:
+        raise _TableFailed(table, e.sqlstate or "XX000") from None
+    take(bytes(buffer))
+
+
+def _copy_through_psql(
+    reader: psycopg.Connection[Any],
+    url: str,
+    snapshot: Snapshot,
+    table: ExportTable,
+    take: Callable[[bytes], None],
+    running: _Running,
+) -> None:
+    """psql in the same snapshot; its errors as SQLSTATEs only (the message could
+    quote a value)."""
+    script = [s.as_string(reader) + ";" for s in export.reader_statements(snapshot)]
+    script.append(f"COPY ({table.query}) TO STDOUT;")
+    conninfo, env = pg_tools.connection(url)
+    argv = [pg_tools.program("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-v", "VERBOSITY=sqlstate"]
+    with subprocess.Popen(
+        [*argv, f"--dbname={conninfo}", "--file=-"],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as proc:
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        running.add(proc.terminate)
+        errors: list[bytes] = []
+        collector = threading.Thread(target=lambda: errors.append(proc.stderr.read() if proc.stderr else b""))
+        collector.start()
+        try:
+            proc.stdin.write("\n".join(script).encode())
+            proc.stdin.close()
+            while chunk := proc.stdout.read(BUFFER_BYTES):
+                take(chunk)
+            proc.wait()
+        except BaseException:
+            proc.terminate()
+            raise
+        finally:
+            collector.join()
+    if proc.returncode != 0:
+        stderr = b"".join(errors).decode(errors="replace")
+        state = re.search(r"ERROR:\s+([0-9A-Z]{5})\b", stderr)
+        if state is None:
+            raise PgveilError(f"psql could not dump {table.qualified}: {_tool_error(stderr)}")
+        if state.group(1) == "57014":  # cancelled, as the other workers are after a failure
+            raise psycopg.errors.QueryCanceled("canceled")
+        raise _TableFailed(table, state.group(1))
 
 
 class _DataFile:
@@ -574,6 +669,8 @@ def _pg_dump(
     conninfo, env = pg_tools.connection(url)
     args = [pg_tools.program("pg_dump"), f"--dbname={conninfo}", "--format=directory", f"--file={directory}"]
     args += [f"--snapshot={snapshot.name}", "--no-blobs"]
+    args += ["--no-owner"] if options.no_owner else []
+    args += ["--no-privileges"] if options.no_privileges else []
     if options.compress is not None:
         args.append(f"--compress={options.compress}")
     if pg_tools.supports("pg_dump", "--no-statistics"):

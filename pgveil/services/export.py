@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from pgveil import preflight
 from pgveil.dump_manifest import ColumnRule
 from pgveil.errors import PgveilError, server_message
-from pgveil.migrate import VERSION_TABLE
+from pgveil.resources import VERSION_TABLE
 from pgveil.services.scan import TOOLKIT_SCHEMAS
 
 # pgveil's schemas: the fixed ones and every mask schema.
@@ -37,6 +38,16 @@ SELECT n.nspname, c.relname FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relname = %(version_table)s AND c.relkind = 'r' AND EXISTS (
     SELECT FROM pg_catalog.pg_attribute v WHERE v.attrelid = c.oid AND v.attname = 'version_num' AND NOT v.attisdropped)
+"""
+
+# Extensions' configuration tables (pg_extension_config_dump), whose rows pg_dump
+# dumps even though it does not dump the tables: rows no rule covers.
+EXTENSION_CONFIG_TABLES = """
+SELECT n.nspname, c.relname
+FROM pg_catalog.pg_extension e
+CROSS JOIN LATERAL pg_catalog.unnest(e.extconfig) AS t(relid)
+JOIN pg_catalog.pg_class c ON c.oid = t.relid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 """
 
 # The objects of pgveil a schema dump would carry outside its schemas:
@@ -82,6 +93,8 @@ class ExportTable:
     schema: str
     table: str
     estimated_rows: int
+    # The size of the table's heap (pg_relation_size): what reading it costs.
+    relation_bytes: int
     # The SELECT computing the table's rows under the policy.
     query: str
     # pg_dump's statement loading them ("COPY s.t (a, b) FROM stdin;\n").
@@ -111,6 +124,10 @@ def toolkit_schemas(conn: psycopg.Connection[Any]) -> list[str]:
 
 def version_tables(conn: psycopg.Connection[Any]) -> list[tuple[str, str]]:
     return [(str(s), str(t)) for s, t in conn.execute(VERSION_TABLES, {"version_table": VERSION_TABLE}).fetchall()]
+
+
+def extension_config_tables(conn: psycopg.Connection[Any]) -> list[tuple[str, str]]:
+    return [(str(s), str(t)) for s, t in conn.execute(EXTENSION_CONFIG_TABLES).fetchall()]
 
 
 def toolkit_objects(conn: psycopg.Connection[Any], schemas: Sequence[str]) -> set[tuple[int, int]]:
@@ -148,7 +165,7 @@ def plan(conn: psycopg.Connection[Any], policy: str, relids: Sequence[int], unco
     table cannot be exported."""
     try:
         rows = conn.execute(
-            "SELECT relid, schema_name, table_name, estimated_rows, query, copy_statement, columns"
+            "SELECT relid, schema_name, table_name, estimated_rows, relation_bytes, query, copy_statement, columns"
             " FROM veil.export_tables(%s, %s::oid[]::regclass[], %s)",
             (policy, list(relids), uncovered),
         ).fetchall()
@@ -160,9 +177,10 @@ def plan(conn: psycopg.Connection[Any], policy: str, relids: Sequence[int], unco
             str(r[1]),
             str(r[2]),
             int(r[3]),
-            str(r[4]),
+            int(r[4]),
             str(r[5]),
-            tuple(ColumnRule(str(c["column"]), str(c["rule"]), bool(c["changes"])) for c in r[6]),
+            str(r[6]),
+            tuple(ColumnRule(str(c["column"]), str(c["rule"]), bool(c["changes"])) for c in r[7]),
         )
         for r in rows
     ]
@@ -192,36 +210,45 @@ def lock_tables(conn: psycopg.Connection[Any], tables: Sequence[ExportTable]) ->
     for t in tables:
         try:
             conn.execute(
-                psycopg.sql.SQL("LOCK TABLE ONLY {}.{} IN ACCESS SHARE MODE").format(
-                    psycopg.sql.Identifier(t.schema), psycopg.sql.Identifier(t.table)
+                sql.SQL("LOCK TABLE ONLY {}.{} IN ACCESS SHARE MODE").format(
+                    sql.Identifier(t.schema), sql.Identifier(t.table)
                 )
             )
         except psycopg.Error as e:
             raise PgveilError(f"could not lock {t.qualified} for the export: {server_message(e)}") from None
 
 
+def reader_statements(snapshot: Snapshot) -> list[sql.Composed]:
+    """What a reading session runs first: the snapshot, and pg_dump's session
+    settings (ISO dates, exact floats, no row security filtering: an error rather
+    than rows silently missing)."""
+    statements = [
+        sql.SQL("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").format(),
+        sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot.name)),
+    ]
+    for setting, value in (
+        ("client_encoding", snapshot.encoding),
+        ("datestyle", "ISO"),
+        ("intervalstyle", "postgres"),
+        ("extra_float_digits", "3"),
+        ("row_security", "off"),
+        ("statement_timeout", "0"),
+        ("lock_timeout", "0"),
+        ("idle_in_transaction_session_timeout", "0"),
+        ("synchronize_seqscans", "off"),
+        # Compiling a policy's long expressions costs more than it saves.
+        ("jit", "off"),
+    ):
+        statements.append(sql.SQL("SET LOCAL {} = {}").format(sql.Identifier(setting), sql.Literal(value)))
+    return statements
+
+
 def open_reader(url: str, snapshot: Snapshot) -> psycopg.Connection[Any]:
-    """A connection reading through the snapshot, with pg_dump's session settings
-    (ISO dates, exact floats, no row security filtering: an error rather than rows
-    silently missing)."""
-    conn = preflight.connect(url)
+    """A connection reading through the snapshot (:func:`reader_statements`)."""
+    conn = preflight.connect(url, autocommit=True)
     try:
-        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        conn.execute(psycopg.sql.SQL("SET TRANSACTION SNAPSHOT {}").format(psycopg.sql.Literal(snapshot.name)))
-        for setting, value in (
-            ("client_encoding", snapshot.encoding),
-            ("datestyle", "ISO"),
-            ("intervalstyle", "postgres"),
-            ("extra_float_digits", "3"),
-            ("row_security", "off"),
-            ("statement_timeout", "0"),
-            ("lock_timeout", "0"),
-            ("idle_in_transaction_session_timeout", "0"),
-            ("synchronize_seqscans", "off"),
-            # Compiling a policy's long expressions costs more than it saves.
-            ("jit", "off"),
-        ):
-            conn.execute("SELECT pg_catalog.set_config(%s, %s, true)", (setting, value))
+        for statement in reader_statements(snapshot):
+            conn.execute(statement)
     except BaseException:
         conn.close()
         raise

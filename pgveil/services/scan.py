@@ -22,8 +22,8 @@ import psycopg
 from psycopg import sql
 
 from pgveil.errors import PgveilError, server_message
-from pgveil.migrate import VERSION_TABLE
 from pgveil.pg_anon_dicts import MetaDict, NoSensDict, SensDict, map_anon_rule, quote_ident
+from pgveil.resources import VERSION_TABLE
 from pgveil.scan_vocabulary import NameHint, hint_for, words
 from pgveil.services.scan_rules import (
     DATE_TYPES,

@@ -108,7 +108,7 @@ $$;
 -- and what each column becomes (rules, never values), for a manifest.
 -- Refuses, listing every problem, when any table cannot be exported.
 CREATE FUNCTION veil.export_tables(policy text, tables regclass[], uncovered text DEFAULT NULL)
-RETURNS TABLE (relid oid, schema_name name, table_name name, estimated_rows bigint, query text,
+RETURNS TABLE (relid oid, schema_name name, table_name name, estimated_rows bigint, relation_bytes bigint, query text,
                copy_statement text, columns jsonb)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
@@ -137,7 +137,7 @@ BEGIN
                 ELSE 'See docs/dump.md.' END;
     END IF;
     RETURN QUERY
-        SELECT c.oid, n.nspname, c.relname, GREATEST(c.reltuples, 0)::bigint,
+        SELECT c.oid, n.nspname, c.relname, GREATEST(c.reltuples, 0)::bigint, pg_catalog.pg_relation_size(c.oid),
                veil_private.static_select(policy, c.oid, resolved),
                pg_catalog.format(E'COPY %I.%I (%s) FROM stdin;\n', n.nspname, c.relname,
                                  veil_private.static_insert_columns(c.oid)),
