@@ -218,6 +218,15 @@ def test_columns_without_a_rule_are_refused_listed_and_nothing_is_written(demo, 
     assert "public.address.postal_code has no rule in policy mask" in str(refused.value)
     assert "public.address.address2 has no rule in policy mask" in str(refused.value)
     assert list(tmp_path.iterdir()) == []
+    # uncovered null: written as NULL, and the manifest says so.
+    seed(demo)
+    demo.execute("UPDATE address SET postal_code = 'K1A 0B1'")
+    # (demo_created_roles' key has no rule and cannot be nulled: left out with -T.)
+    dump.dump(demo.url, options(out, uncovered="null", exclude_tables=("public.demo_created_roles",)))
+    assert b"K1A 0B1" not in archive_bytes(out)
+    address = next(t for t in dump_manifest.read(out).tables if t.table == "address")
+    postal = next(c for c in address.columns if c.column == "postal_code")
+    assert (postal.rule, postal.changes) == ("uncovered: null", True)
 
 
 @READERS

@@ -170,7 +170,13 @@ def plan(conn: psycopg.Connection[Any], policy: str, relids: Sequence[int], unco
             (policy, list(relids), uncovered),
         ).fetchall()
     except psycopg.Error as e:
-        raise PgveilError(server_message(e)) from None
+        message = server_message(e)
+        if " has no rule in policy " in message:
+            message += (
+                "\nGive each a rule (NOT MASKED where it holds no personal data), or choose what columns"
+                " without one become with --uncovered keep or null."
+            )
+        raise PgveilError(message) from None
     return [
         ExportTable(
             int(r[0]),
