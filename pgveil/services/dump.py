@@ -210,7 +210,7 @@ def _directory_archive(
             progress(Progress("", 0, 0, False, sum(t.estimated_rows for t in tables), len(tables)))
         if options.schema_only:
             shutil.copytree(scratch, target)
-            toc, tables = schema_toc, []
+            toc = schema_toc
         else:
             extra = ["--data-only"] if options.data_only else []
             raw = [(t.schema, t.table) for t in tables] + export.extension_config_tables(conn)
@@ -286,8 +286,14 @@ def _schema_and_tables(
     _pg_dump(url, snapshot, options, scratch, toolkit, ["--schema-only"])
     toc = pg_archive.read(scratch)
     kept = _without_toolkit(toc.entries, toolkit.objects)
-    left_out = [f"{e.desc} {e.namespace + '.' if e.namespace else ''}{e.tag}" for e in toc.entries if e not in kept]
+    kept_ids = {e.dump_id for e in kept}
+    left_out = [
+        f"{e.desc} {e.namespace + '.' if e.namespace else ''}{e.tag}" for e in toc.entries if e.dump_id not in kept_ids
+    ]
     toc.entries = kept
+    if options.schema_only:  # no rows: no rule is run, none is missing
+        export.resolved_uncovered(conn, options.policy, options.uncovered)
+        return toc, [], left_out, toolkit
     relations = [int(e.oid or 0) for e in kept if e.desc == "TABLE" and e.table_oid == PG_CLASS]
     plain = [
         int(r[0])
