@@ -422,3 +422,22 @@ def test_data_pg_dump_wrote_itself_is_refused(bare, tmp_path):
     subprocess.run(["pg_dump", f"--dbname={bare.url}", "--format=directory", f"--file={out}"], check=True)
     with pytest.raises(PgveilError, match=r"pg_dump wrote data pgveil did not compute \(TABLE DATA public\.t\)"):
         dump._refuse_raw_data(pg_archive.read(out))
+
+
+def test_views_of_the_application_built_on_pgveil_are_left_out_and_the_rest_restores(demo, tmp_path):
+    seed(demo)
+    demo.execute(
+        "CREATE VIEW public.customer_tokens AS SELECT veil.token(email, 'email') AS email FROM customer;"
+        "CREATE VIEW public.token_count AS SELECT count(*) FROM public.customer_tokens;"
+        "CREATE VIEW public.store_count AS SELECT store_id, count(*) FROM customer GROUP BY store_id"
+    )
+    out = tmp_path / "archive"
+    result = dump.dump(demo.url, options(out))
+    assert {"VIEW public.customer_tokens", "VIEW public.token_count"} <= set(result.left_out)
+    assert not any("store_count" in line for line in result.left_out)
+    with scratch_database(demo) as target:
+        restored = pg_restore(f"--dbname={target}", "--exit-on-error", str(out))
+        assert restored.returncode == 0, restored.stderr
+        with psycopg.connect(target) as conn:
+            assert conn.execute("SELECT to_regclass('public.customer_tokens')").fetchone() == (None,)
+            assert conn.execute("SELECT sum(count) FROM public.store_count").fetchone() == (200,)

@@ -51,9 +51,12 @@ JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 """
 
 # The objects of pgveil a schema dump would carry outside its schemas:
-# whatever depends on an object in its schemas (stream triggers, the DDL event
-# triggers, pgcrypto when installed in veil_ext), as the (catalog, oid) pairs
-# pg_dump's table of contents names them by.
+# whatever depends on an object in its schemas, directly or not (stream
+# triggers, the DDL event triggers, pgcrypto when installed in veil_ext, a view
+# of the application that calls a veil function, and the views built on that
+# one), as the (catalog, oid) pairs pg_dump's table of contents names them by.
+# A view depends on what it reads through its _RETURN rule: the rule's
+# dependencies are the view's.
 TOOLKIT_OBJECTS = """
 WITH RECURSIVE ns AS (
     SELECT n.oid FROM pg_catalog.pg_namespace n WHERE n.nspname = ANY (%(schemas)s)
@@ -62,20 +65,19 @@ WITH RECURSIVE ns AS (
     UNION SELECT 'pg_catalog.pg_proc'::regclass::oid, p.oid FROM pg_catalog.pg_proc p WHERE p.pronamespace IN (SELECT oid FROM ns)
     UNION SELECT 'pg_catalog.pg_class'::regclass::oid, c.oid FROM pg_catalog.pg_class c WHERE c.relnamespace IN (SELECT oid FROM ns)
     UNION SELECT 'pg_catalog.pg_type'::regclass::oid, t.oid FROM pg_catalog.pg_type t WHERE t.typnamespace IN (SELECT oid FROM ns)
+), edges(classid, objid, refclassid, refobjid) AS (
+    SELECT d.classid, d.objid, d.refclassid, d.refobjid FROM pg_catalog.pg_depend d WHERE d.deptype IN ('n', 'a')
+    UNION ALL
+    SELECT 'pg_catalog.pg_class'::regclass::oid, r.ev_class, 'pg_catalog.pg_rewrite'::regclass::oid, r.oid
+    FROM pg_catalog.pg_rewrite r JOIN pg_catalog.pg_class c ON c.oid = r.ev_class
+    WHERE r.rulename = '_RETURN' AND c.relkind IN ('v', 'm')
 ), dependent(classid, objid) AS (
-    SELECT d.classid, d.objid FROM pg_catalog.pg_depend d
-    WHERE (d.refclassid, d.refobjid) IN (SELECT classid, objid FROM owned) AND d.deptype IN ('n', 'a')
+    SELECT e.classid, e.objid FROM edges e WHERE (e.refclassid, e.refobjid) IN (SELECT classid, objid FROM owned)
     UNION
-    SELECT d.classid, d.objid FROM dependent x JOIN pg_catalog.pg_depend d
-        ON d.refclassid = x.classid AND d.refobjid = x.objid AND d.deptype IN ('n', 'a')
+    SELECT e.classid, e.objid FROM dependent x JOIN edges e ON e.refclassid = x.classid AND e.refobjid = x.objid
 )
 SELECT x.classid::bigint, x.objid::bigint FROM dependent x
 WHERE (x.classid, x.objid) NOT IN (SELECT classid, objid FROM owned)
-"""
-
-# A view's definition is a rewrite rule: it depends on what the rule reads.
-REWRITE_OWNERS = """
-SELECT r.oid::bigint, r.ev_class::bigint FROM pg_catalog.pg_rewrite r WHERE r.oid = ANY (%s::oid[])
 """
 
 RULES_OF_POLICY = """
@@ -131,15 +133,8 @@ def extension_config_tables(conn: psycopg.Connection[Any]) -> list[tuple[str, st
 
 
 def toolkit_objects(conn: psycopg.Connection[Any], schemas: Sequence[str]) -> set[tuple[int, int]]:
-    """(catalog oid, object oid) of pgveil's objects outside its schemas; a view
-    built on pgveil is named by its relation, as pg_dump names it."""
-    pairs = {(int(c), int(o)) for c, o in conn.execute(TOOLKIT_OBJECTS, {"schemas": list(schemas)})}
-    rewrite = int(conn.execute("SELECT 'pg_catalog.pg_rewrite'::regclass::oid::bigint").fetchone()[0])  # type: ignore[index]
-    pg_class = int(conn.execute("SELECT 'pg_catalog.pg_class'::regclass::oid::bigint").fetchone()[0])  # type: ignore[index]
-    rules = [o for c, o in pairs if c == rewrite]
-    if rules:
-        pairs |= {(pg_class, int(owner)) for _, owner in conn.execute(REWRITE_OWNERS, (rules,))}
-    return pairs
+    """(catalog oid, object oid) of pgveil's objects outside its schemas."""
+    return {(int(c), int(o)) for c, o in conn.execute(TOOLKIT_OBJECTS, {"schemas": list(schemas)})}
 
 
 def rules_hash(conn: psycopg.Connection[Any], policy: str, uncovered: str | None) -> str:
