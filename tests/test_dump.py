@@ -20,14 +20,33 @@ from typer.testing import CliRunner
 from pgveil import dump_manifest, pg_archive
 from pgveil.cli import app
 from pgveil.errors import PgveilError
-from pgveil.services import dump
+from pgveil.services import dump, export_copy
 from tests.conftest import Database
 from tests.helpers import label, scratch_database, seed
 
 PLANTED_EMAIL = "planted.raw.value@leak.test"
 PLANTED_NAME = "Zzplantedzz"
-# Small tables are read through psycopg, large ones through psql: both are tried.
-READERS = pytest.mark.parametrize("psql_from_bytes", [dump.PSQL_FROM_BYTES, 0], ids=["psycopg", "psql"])
+# Small tables are read through psycopg, large ones through psql, and large ones with
+# several workers in pieces (block ranges): each way is tried.
+READERS = pytest.mark.parametrize("reader", ["psycopg", "psql", "pieces"])
+
+
+def read_by(monkeypatch: pytest.MonkeyPatch, reader: str) -> list[export_copy.Piece]:
+    """Make every table be read ``reader``'s way; the pieces planned are collected."""
+    if reader == "psql":
+        monkeypatch.setattr(export_copy, "PSQL_FROM_BYTES", 0)
+    if reader == "pieces":
+        monkeypatch.setattr(export_copy, "SPLIT_FROM_BYTES", 0)
+    planned: list[export_copy.Piece] = []
+    plan_pieces = export_copy.pieces
+
+    def spy(*args: object) -> list[export_copy.Piece]:
+        found = plan_pieces(*args)  # type: ignore[arg-type]
+        planned.extend(found)
+        return found
+
+    monkeypatch.setattr(export_copy, "pieces", spy)
+    return planned
 
 
 def plant(demo: Database) -> None:
@@ -63,14 +82,14 @@ def text_of(url: str) -> str:
 
 
 @READERS
-def test_a_directory_dump_restores_with_stock_pg_restore_in_parallel_masked(
-    demo, tmp_path, monkeypatch, psql_from_bytes
-):
-    monkeypatch.setattr(dump, "PSQL_FROM_BYTES", psql_from_bytes)
+def test_a_directory_dump_restores_with_stock_pg_restore_in_parallel_masked(demo, tmp_path, monkeypatch, reader):
+    planned = read_by(monkeypatch, reader)
     plant(demo)
     demo.execute("SELECT setval('customer_customer_id_seq', 5000)")
     out = tmp_path / "archive"
-    result = dump.dump(demo.url, options(out, jobs=4))
+    result = dump.dump(demo.url, options(out, jobs=2))
+    assert any(p.parts > 1 for p in planned) == (reader == "pieces")
+    assert not [f for f in out.iterdir() if f.name.count(".") > 2]  # the pieces' files were put together
 
     assert not (tmp_path / "archive.pgveil-partial").exists()
     everything = archive_bytes(out)
@@ -168,8 +187,8 @@ def test_a_plain_script_restores_with_psql(demo, tmp_path, compress):
 
 
 @READERS
-def test_a_dump_taken_while_the_application_writes_is_one_snapshot(demo, tmp_path, monkeypatch, psql_from_bytes):
-    monkeypatch.setattr(dump, "PSQL_FROM_BYTES", psql_from_bytes)
+def test_a_dump_taken_while_the_application_writes_is_one_snapshot(demo, tmp_path, monkeypatch, reader):
+    planned = read_by(monkeypatch, reader)
     seed(demo)
     stop = threading.Event()
     writes = [0]
@@ -200,6 +219,7 @@ def test_a_dump_taken_while_the_application_writes_is_one_snapshot(demo, tmp_pat
         stop.set()
         writer.join()
     assert writes[0] > during > 20
+    assert any(p.parts > 1 for p in planned) == (reader == "pieces")
     rows = {t.table: t.rows for t in dump_manifest.read(out).tables}
     assert rows["customer"] - 200 == rows["payment"] - 400 > 0
     with scratch_database(demo) as target:
@@ -230,10 +250,8 @@ def test_columns_without_a_rule_are_refused_listed_and_nothing_is_written(demo, 
 
 
 @READERS
-def test_a_rule_failing_on_a_row_stops_the_dump_naming_table_and_key_not_the_value(
-    demo, tmp_path, monkeypatch, psql_from_bytes
-):
-    monkeypatch.setattr(dump, "PSQL_FROM_BYTES", psql_from_bytes)
+def test_a_rule_failing_on_a_row_stops_the_dump_naming_table_and_key_not_the_value(demo, tmp_path, monkeypatch, reader):
+    read_by(monkeypatch, reader)
     seed(demo)
     demo.execute("UPDATE address SET postal_code = CASE WHEN address_id = 7 THEN 'SECRET-7' ELSE '75001' END")
     label(demo, "column", "public.address.postal_code", "MASKED WITH FUNCTION pg_catalog.abs((postal_code)::integer)")

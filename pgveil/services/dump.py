@@ -17,16 +17,14 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import queue
-import re
 import shutil
 import subprocess
 import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager, suppress
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -37,20 +35,17 @@ from psycopg import sql
 import pgveil
 from pgveil import dump_manifest, pg_archive, pg_tools
 from pgveil.dump_manifest import DumpedTable, Manifest
-from pgveil.errors import PgveilError, server_message
-from pgveil.services import export
+from pgveil.errors import PgveilError
+from pgveil.services import export, export_copy
 from pgveil.services.export import ExportTable, Snapshot
+from pgveil.services.export_copy import Piece
 
 FORMATS = ("directory", "plain")
 # zlib's default, which pg_dump's default gzip compression uses.
 DEFAULT_GZIP_LEVEL = 6
-# Rows are compressed a buffer at a time, on a thread of their own.
-BUFFER_BYTES = 1 << 20
 # pg_dump ends a table's data with the end-of-copy marker.
 END_OF_COPY = b"\\.\n\n\n"
 PARTIAL_SUFFIX = ".pgveil-partial"
-# Tables whose heap is this large are read through psql (see _dump_table).
-PSQL_FROM_BYTES = 16 << 20
 # The catalog of TOC entries naming a relation.
 PG_CLASS = "1259"
 
@@ -257,7 +252,7 @@ def _render_plain(archive: Path, out: Any, options: DumpOptions) -> None:
     argv += ["--no-privileges"] if options.no_privileges else []
     with subprocess.Popen([*argv, str(archive)], stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
         assert proc.stdout is not None and proc.stderr is not None
-        while chunk := proc.stdout.read(BUFFER_BYTES):
+        while chunk := proc.stdout.read(export_copy.BUFFER_BYTES):
             out.write(chunk)
         stderr = proc.stderr.read().decode(errors="replace")
     if proc.returncode != 0:
@@ -377,222 +372,103 @@ def _write_data(
     suffix = toc.data_suffix()
     if bool(level) != bool(suffix):
         raise PgveilError("pg_dump's archive compression does not match --compress")  # pg_dump decides the suffix
-    written = _run_workers(
-        url, snapshot, options.policy, uncovered, jobs, target, suffix, level, options.jobs, progress
-    )
+    work = export_copy.pieces(jobs, options.jobs, snapshot.block_size)
+    files = _PieceFiles(work, target, suffix, level, progress)
+    try:
+        written = export_copy.read_all(url, snapshot, work, options.jobs, files.write)
+    except export_copy.TableFailed as e:
+        reason = export.failure(url, snapshot, options.policy, e.table, e.sqlstate, uncovered)
+        raise PgveilError(f"{reason}; the partial dump was removed") from None
+    dumped = {dump_id: files.assemble(dump_id, table, written) for dump_id, table in jobs}
     entries = []
     for dump_id, table in jobs:
         entry = pg_archive.table_data_entry(table_entries[str(table.relid)], dump_id, table.copy_statement)
         if entry.dependencies[0] not in in_archive:  # a data-only archive has no TABLE entries
             entry.dependencies = []
         entries.append(entry)
-    entries.sort(key=lambda e: -written[e.dump_id].bytes)
+    entries.sort(key=lambda e: -dumped[e.dump_id].bytes)
     at = next(
         (i for i, e in enumerate(toc.entries) if e.section in (pg_archive.SECTION_DATA, pg_archive.SECTION_POST_DATA)),
         len(toc.entries),
     )
     toc.entries[at:at] = entries
-    return [written[e.dump_id] for e in entries]
+    return [dumped[e.dump_id] for e in entries]
 
 
-def _run_workers(
-    url: str,
-    snapshot: Snapshot,
-    policy: str,
-    uncovered: str,
-    jobs: list[tuple[int, ExportTable]],
-    target: Path,
-    suffix: str,
-    level: int,
-    workers: int,
-    progress: Callable[[Progress], None] | None,
-) -> dict[int, DumpedTable]:
-    """Dump the tables, ``workers`` at a time, largest first; the first failure
-    cancels the rest."""
-    pending: queue.SimpleQueue[tuple[int, ExportTable]] = queue.SimpleQueue()
-    for job in sorted(jobs, key=lambda j: -j[1].relation_bytes):
-        pending.put(job)
-    results: dict[int, DumpedTable] = {}
-    stop = threading.Event()
-    running = _Running()
-
-    def work() -> None:
-        with export.open_reader(url, snapshot) as reader:
-            running.add(reader.cancel)
-            while not stop.is_set():
-                try:
-                    dump_id, table = pending.get_nowait()
-                except queue.Empty:
-                    return
-                path = target / f"{dump_id}.dat{suffix}"
-                results[dump_id] = _dump_table(reader, url, snapshot, table, path, level, progress, running)
-
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pgveil-dump") as pool:
-        futures = [pool.submit(work) for _ in range(min(workers, len(jobs)))]
-        try:
-            error = _first_error(futures)
-        except BaseException:
-            error = None
-            stop.set()
-            running.cancel_all()
-            raise
-        finally:
-            if error is not None:
-                stop.set()
-                running.cancel_all()
-    if error is not None:
-        if isinstance(error, _TableFailed):
-            raise PgveilError(
-                export.failure(url, snapshot, policy, error.table, error.sqlstate, uncovered)
-                + "; the partial dump was removed"
-            )
-        raise error
-    return results
+@dataclass(frozen=True)
+class _Written:
+    path: Path
+    rows: int
+    size: int
+    digest: str
 
 
-def _first_error(futures: list[Future[None]]) -> BaseException | None:
-    """The first worker's error as soon as it happens (the others are then
-    cancelled), None when all finished."""
-    waiting = set(futures)
-    while waiting:
-        # A timeout keeps the main thread responsive to Ctrl-C.
-        done, waiting = wait(waiting, timeout=0.2, return_when=FIRST_EXCEPTION)
-        for f in done:
-            if f.exception() is not None:
-                return f.exception()
-    return None
+class _PieceFiles:
+    """Each piece's rows into a data file of its own; a table read in several
+    pieces is then the concatenation of its pieces' files, in order: gzip files
+    concatenated are one gzip file (pg_restore reads on across members)."""
 
-
-class _Running:
-    """How to stop what the workers are running: their connections' queries and
-    their psql processes."""
-
-    def __init__(self) -> None:
+    def __init__(
+        self, work: list[Piece], target: Path, suffix: str, level: int, progress: Callable[[Progress], None] | None
+    ) -> None:
+        self.target, self.suffix, self.level, self.progress = target, suffix, level, progress
         self.lock = threading.Lock()
-        self.stops: list[Callable[[], None]] = []
+        self.unfinished: dict[int, int] = {}
+        for piece in work:
+            self.unfinished[piece.dump_id] = self.unfinished.get(piece.dump_id, 0) + 1
 
-    def add(self, stop: Callable[[], None]) -> None:
-        with self.lock:
-            self.stops.append(stop)
+    def path(self, dump_id: int, part: int | None = None) -> Path:
+        return self.target / f"{dump_id}.dat{self.suffix}{'' if part is None else f'.{part}'}"
 
-    def cancel_all(self) -> None:
-        with self.lock:
-            for stop in self.stops:
-                with suppress(psycopg.Error, OSError):
-                    stop()
+    def write(self, piece: Piece, copy: Callable[[Callable[[bytes], None]], None]) -> _Written:
+        path = self.path(piece.dump_id, None if piece.parts == 1 else piece.part)
+        sink = _DataFile(path, self.level)
+        rows = 0
 
+        def take(chunk: bytes) -> None:
+            nonlocal rows
+            sink.write(chunk)
+            # COPY's text format ends every row with one newline (a newline in a value is written \\n).
+            count = chunk.count(b"\n")
+            rows += count
+            if self.progress is not None:
+                self.progress(Progress(piece.table.qualified, count, len(chunk), False))
 
-class _TableFailed(Exception):
-    def __init__(self, table: ExportTable, sqlstate: str) -> None:
-        super().__init__(f"{table.qualified}: SQLSTATE {sqlstate}")
-        self.table = table
-        self.sqlstate = sqlstate
-
-
-def _dump_table(
-    reader: psycopg.Connection[Any],
-    url: str,
-    snapshot: Snapshot,
-    table: ExportTable,
-    path: Path,
-    level: int,
-    progress: Callable[[Progress], None] | None,
-    running: _Running,
-) -> DumpedTable:
-    """One table's rows into its data file, a buffer at a time: read here,
-    compressed and written by a second thread (zlib and file writes release the
-    GIL). A large table is read through psql, which hands over its rows in large
-    reads; psycopg hands every row to Python, about half a microsecond each."""
-    sink = _DataFile(path, level)
-    rows = 0
-
-    def take(chunk: bytes) -> None:
-        nonlocal rows
-        sink.write(chunk)
-        # COPY's text format ends every row with one newline (a newline in a value is written \n).
-        count = chunk.count(b"\n")
-        rows += count
-        if progress is not None:
-            progress(Progress(table.qualified, count, len(chunk), False))
-
-    try:
-        if table.relation_bytes >= PSQL_FROM_BYTES:
-            _copy_through_psql(reader, url, snapshot, table, take, running)
-        else:
-            _copy_through_psycopg(reader, table, take)
-        sink.write(END_OF_COPY)
-        size, digest = sink.close()
-    except BaseException:
-        sink.abandon()
-        raise
-    if progress is not None:
-        progress(Progress(table.qualified, 0, 0, True))
-    return DumpedTable(table.schema, table.table, rows, table.columns, path.name, size, digest)
-
-
-def _copy_through_psycopg(reader: psycopg.Connection[Any], table: ExportTable, take: Callable[[bytes], None]) -> None:
-    buffer = bytearray()
-    try:
-        with reader.cursor().copy(sql.SQL("COPY ({}) TO STDOUT").format(sql.SQL(table.query))) as copy:
-            for row in copy:
-                buffer += row
-                if len(buffer) >= BUFFER_BYTES:
-                    take(bytes(buffer))
-                    buffer.clear()
-    except psycopg.errors.QueryCanceled:
-        raise
-    except psycopg.OperationalError as e:
-        raise PgveilError(f"lost the connection while dumping {table.qualified}: {server_message(e)}") from None
-    except psycopg.Error as e:
-        raise _TableFailed(table, e.sqlstate or "XX000") from None
-    take(bytes(buffer))
-
-
-def _copy_through_psql(
-    reader: psycopg.Connection[Any],
-    url: str,
-    snapshot: Snapshot,
-    table: ExportTable,
-    take: Callable[[bytes], None],
-    running: _Running,
-) -> None:
-    """psql in the same snapshot; its errors as SQLSTATEs only (the message could
-    quote a value)."""
-    script = [s.as_string(reader) + ";" for s in export.reader_statements(snapshot)]
-    script.append(f"COPY ({table.query}) TO STDOUT;")
-    conninfo, env = pg_tools.connection(url)
-    argv = [pg_tools.program("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-v", "VERBOSITY=sqlstate"]
-    with subprocess.Popen(
-        [*argv, f"--dbname={conninfo}", "--file=-"],
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    ) as proc:
-        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-        running.add(proc.terminate)
-        errors: list[bytes] = []
-        collector = threading.Thread(target=lambda: errors.append(proc.stderr.read() if proc.stderr else b""))
-        collector.start()
         try:
-            proc.stdin.write("\n".join(script).encode())
-            proc.stdin.close()
-            while chunk := proc.stdout.read(BUFFER_BYTES):
-                take(chunk)
-            proc.wait()
+            copy(take)
+            if piece.last:
+                sink.write(END_OF_COPY)
+            size, digest = sink.close()
         except BaseException:
-            proc.terminate()
+            sink.abandon()
             raise
-        finally:
-            collector.join()
-    if proc.returncode != 0:
-        stderr = b"".join(errors).decode(errors="replace")
-        state = re.search(r"ERROR:\s+([0-9A-Z]{5})\b", stderr)
-        if state is None:
-            raise PgveilError(f"psql could not dump {table.qualified}: {_tool_error(stderr)}")
-        if state.group(1) == "57014":  # cancelled, as the other workers are after a failure
-            raise psycopg.errors.QueryCanceled("canceled")
-        raise _TableFailed(table, state.group(1))
+        with self.lock:
+            self.unfinished[piece.dump_id] -= 1
+            done = self.unfinished[piece.dump_id] == 0
+        if done and self.progress is not None:
+            self.progress(Progress(piece.table.qualified, 0, 0, True))
+        return _Written(path, rows, size, digest)
+
+    def assemble(self, dump_id: int, table: ExportTable, written: dict[Piece, _Written]) -> DumpedTable:
+        parts = sorted((p for p in written if p.dump_id == dump_id), key=lambda p: p.part)
+        if len(parts) == 1:
+            w = written[parts[0]]
+            return DumpedTable(table.schema, table.table, w.rows, table.columns, w.path.name, w.size, w.digest)
+        path = self.path(dump_id)
+        digest = hashlib.sha256()
+        with path.open("wb") as out:
+            for piece in parts:
+                with written[piece].path.open("rb") as part:
+                    while chunk := part.read(export_copy.BUFFER_BYTES):
+                        out.write(chunk)
+                        digest.update(chunk)
+                written[piece].path.unlink()
+            out.flush()
+            os.fsync(out.fileno())
+        rows = sum(written[p].rows for p in parts)
+        return DumpedTable(
+            table.schema, table.table, rows, table.columns, path.name, path.stat().st_size, digest.hexdigest()
+        )
 
 
 class _DataFile:

@@ -118,6 +118,7 @@ class Snapshot:
     server_version_num: int
     database: str
     encoding: str
+    block_size: int
 
 
 def toolkit_schemas(conn: psycopg.Connection[Any]) -> list[str]:
@@ -198,11 +199,11 @@ def exported_snapshot(url: str) -> Iterator[tuple[psycopg.Connection[Any], Snaps
             " pg_catalog.to_char(pg_catalog.now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
             " pg_catalog.current_setting('server_version'),"
             " pg_catalog.current_setting('server_version_num')::integer, pg_catalog.current_database(),"
-            " pg_catalog.pg_encoding_to_char(d.encoding)"
+            " pg_catalog.pg_encoding_to_char(d.encoding), pg_catalog.current_setting('block_size')::integer"
             " FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()"
         ).fetchone()
         assert row is not None
-        yield conn, Snapshot(str(row[0]), str(row[1]), str(row[2]), int(row[3]), str(row[4]), str(row[5]))
+        yield conn, Snapshot(str(row[0]), str(row[1]), str(row[2]), int(row[3]), str(row[4]), str(row[5]), int(row[6]))
 
 
 def lock_tables(conn: psycopg.Connection[Any], tables: Sequence[ExportTable]) -> None:
