@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Sequence
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -40,3 +41,30 @@ def connection(url: str) -> tuple[str, dict[str, str]]:
     if password:
         env["PGPASSWORD"] = str(password)
     return make_conninfo(**{k: str(v) for k, v in params.items()}), env
+
+
+_COPY_CONTEXT = re.compile(r"^CONTEXT:\s+COPY (\S+?)(,| line)")
+_QUOTED = re.compile(r'"(?:[^"]|"")*"')
+
+
+def error_lines(lines: Sequence[str], tool: str) -> str:
+    """A client program's error, its own lines only and never a row: DETAIL, CONTEXT, LINE and
+    "Command was" lines are left out, and a failed COPY is named by its table with
+    its error's quoted parts (which can be values) elided."""
+    prefixes = (f"{tool}: ", "psql:")
+    kept: list[str] = []
+    for i, line in enumerate(lines):
+        if not line.startswith(prefixes):
+            continue
+        copy_table = None
+        m = re.search(r'COPY failed for table "((?:[^"]|"")*)"', line)
+        if m:
+            copy_table = m.group(1).replace('""', '"')
+        elif i + 1 < len(lines) and (c := _COPY_CONTEXT.match(lines[i + 1])):
+            copy_table = c.group(1)
+        if copy_table is not None:
+            error = line.split("ERROR:", 1)[1].strip() if "ERROR:" in line else "error"
+            kept.append(f"loading the rows of table {copy_table} failed: ERROR: {_QUOTED.sub('“…”', error)}")
+        else:
+            kept.append(line.strip())
+    return "; ".join(kept) or "no message"

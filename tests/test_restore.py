@@ -17,7 +17,7 @@ import typer
 from psycopg import sql
 from typer.testing import CliRunner
 
-from pgveil import cli_restore, dump_manifest, pg_archive
+from pgveil import cli_restore, dump_manifest, pg_archive, pg_tools
 from pgveil.errors import PgveilError
 from pgveil.services import dump
 from pgveil.services import restore as restore_service
@@ -443,14 +443,14 @@ def test_tool_messages_never_quote_a_row():
         "DETAIL:  Key (email)=(someone@example.com) is duplicated.",
         "Command was: CREATE UNIQUE INDEX u ON public.customer USING btree (email);",
     ]
-    message = restore_service.tool_message(lines, "pg_restore")
+    message = pg_tools.error_lines(lines, "pg_restore")
     assert "s3cret" not in message and "someone@example.com" not in message
     assert "loading the rows of table payment failed" in message and 'unique index "u"' in message
     psql = [
         'psql:<stdin>:80: ERROR:  invalid input syntax for type integer: "s3cret"',
         'CONTEXT:  COPY t, line 2: "s3cret\t1"',
     ]
-    assert "s3cret" not in restore_service.tool_message(psql, "psql")
+    assert "s3cret" not in pg_tools.error_lines(psql, "psql")
 
 
 def test_parse_name():

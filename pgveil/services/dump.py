@@ -160,14 +160,16 @@ def plan(source_url: str, options: DumpOptions) -> Plan:
 
 def validate(source_url: str, options: DumpOptions, limit: int = 100) -> list[Validation]:
     """Run each table's query on its first ``limit`` rows (``--validate``): every
-    table's problem, not only the first; writes nothing."""
-    found = plan(source_url, options)
+    table's problem, not only the first; writes nothing but a scratch schema
+    listing, removed at once."""
+    check_options(options)
     results = []
-    with export.exported_snapshot(source_url) as (_, snapshot):
-        uncovered = ""
-        for table in found.tables:
+    with export.exported_snapshot(source_url) as (conn, snapshot), _scratch_dir(options.output) as scratch:
+        _, tables, _, _ = _schema_and_tables(conn, snapshot, source_url, options, scratch)
+        uncovered = export.resolved_uncovered(conn, options.policy, options.uncovered)
+        for table in tables:
+            # A reader of its own per table: a failed query ends its transaction.
             with export.open_reader(source_url, snapshot) as reader:
-                uncovered = uncovered or export.resolved_uncovered(reader, options.policy, options.uncovered)
                 try:
                     with reader.cursor().copy(
                         sql.SQL("COPY ({} LIMIT {}) TO STDOUT").format(sql.SQL(table.query), limit)
@@ -177,12 +179,8 @@ def validate(source_url: str, options: DumpOptions, limit: int = 100) -> list[Va
                     results.append(Validation(table.qualified, None))
                 except psycopg.Error as e:
                     state = e.sqlstate or "XX000"
-                    results.append(
-                        Validation(
-                            table.qualified,
-                            export.failure(source_url, snapshot, options.policy, table, state, uncovered),
-                        )
-                    )
+                    reason = export.failure(source_url, snapshot, options.policy, table, state, uncovered)
+                    results.append(Validation(table.qualified, reason))
     return results
 
 
@@ -256,7 +254,9 @@ def _render_plain(archive: Path, out: Any, options: DumpOptions) -> None:
             out.write(chunk)
         stderr = proc.stderr.read().decode(errors="replace")
     if proc.returncode != 0:
-        raise PgveilError(f"pg_restore could not render the plain script: {_tool_error(stderr)}")
+        raise PgveilError(
+            f"pg_restore could not render the plain script: {pg_tools.error_lines(stderr.splitlines(), 'pg_restore')}"
+        )
 
 
 @contextmanager
@@ -566,12 +566,7 @@ def _pg_dump(
     args += extra
     done = subprocess.run(args, env=env, capture_output=True, text=True)
     if done.returncode != 0:
-        raise PgveilError(f"pg_dump failed: {_tool_error(done.stderr)}")
-
-
-def _tool_error(stderr: str) -> str:
-    lines = [line.removeprefix("pg_dump: ").removeprefix("pg_restore: ") for line in stderr.splitlines()]
-    return "; ".join(line.strip() for line in lines if line.strip() and not line.startswith("detail: ")) or "no message"
+        raise PgveilError(f"pg_dump failed: {pg_tools.error_lines(done.stderr.splitlines(), 'pg_dump')}")
 
 
 def _quoted_pattern(name: str) -> str:

@@ -237,8 +237,9 @@ def _copy_through_psql(
         stderr = b"".join(errors).decode(errors="replace")
         state = re.search(r"ERROR:\s+([0-9A-Z]{5})\b", stderr)
         if state is None:
-            lines = "; ".join(line.strip() for line in stderr.splitlines() if line.strip()) or "no message"
-            raise PgveilError(f"psql could not read {piece.table.qualified}: {lines}")
+            raise PgveilError(
+                f"psql could not read {piece.table.qualified}: {pg_tools.error_lines(stderr.splitlines(), 'psql')}"
+            )
         if state.group(1) == "57014":  # cancelled, as the other workers are after a failure
             raise psycopg.errors.QueryCanceled("canceled")
         raise TableFailed(piece.table, state.group(1))

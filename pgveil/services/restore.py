@@ -501,33 +501,6 @@ def _chunks(path: Path, gzipped: bool) -> Iterator[bytes]:
             yield chunk
 
 
-_COPY_CONTEXT = re.compile(r"^CONTEXT:\s+COPY (\S+?)(,| line)")
-_QUOTED = re.compile(r'"(?:[^"]|"")*"')
-
-
-def tool_message(lines: Sequence[str], tool: str) -> str:
-    """The tool's own error lines, never a row: DETAIL, CONTEXT, LINE and
-    "Command was" lines are left out, and a failed COPY is named by its table with
-    its error's quoted parts (which can be values) elided."""
-    prefixes = (f"{tool}: ", "psql:")
-    kept: list[str] = []
-    for i, line in enumerate(lines):
-        if not line.startswith(prefixes):
-            continue
-        copy_table = None
-        m = re.search(r'COPY failed for table "((?:[^"]|"")*)"', line)
-        if m:
-            copy_table = m.group(1).replace('""', '"')
-        elif i + 1 < len(lines) and (c := _COPY_CONTEXT.match(lines[i + 1])):
-            copy_table = c.group(1)
-        if copy_table is not None:
-            error = line.split("ERROR:", 1)[1].strip() if "ERROR:" in line else "error"
-            kept.append(f"loading the rows of table {copy_table} failed: ERROR: {_QUOTED.sub('“…”', error)}")
-        else:
-            kept.append(line.strip())
-    return "; ".join(kept) or "no message"
-
-
 # -- restore ---------------------------------------------------------------------------
 
 
@@ -575,7 +548,7 @@ def restore(
         raise
     if run.returncode != 0:
         tool = "pg_restore" if archive.directory else "psql"
-        message = tool_message(run.lines, tool)
+        message = pg_tools.error_lines(run.lines, tool)
         undone = _undo(archive, target, options, mode, selected, state)
         raise PgveilError(f"{tool} failed: {message}. {undone}")
     say("counting rows")
@@ -754,7 +727,7 @@ def _psql(target: _Target) -> list[str]:
 def _run_sql_file(target: _Target, path: Path, flag: str) -> None:
     run = _run([*_psql(target), "-f", str(path)], target.env)
     if run.returncode != 0:
-        raise PgveilError(f"{flag} {path} failed: {tool_message(run.lines, 'psql')}")
+        raise PgveilError(f"{flag} {path} failed: {pg_tools.error_lines(run.lines, 'psql')}")
 
 
 def _tool_env(target: _Target, mode: str, state: _State) -> dict[str, str]:
@@ -803,7 +776,7 @@ def _write_list(directory: Path, selected: set[int], scratch: Path, env: dict[st
         [pg_tools.program("pg_restore"), "--list", str(directory)], env=env, capture_output=True, text=True
     )
     if listed.returncode != 0:
-        raise PgveilError(f"pg_restore --list failed: {tool_message(listed.stderr.splitlines(), 'pg_restore')}")
+        raise PgveilError(f"pg_restore --list failed: {pg_tools.error_lines(listed.stderr.splitlines(), 'pg_restore')}")
     kept = []
     for line in listed.stdout.splitlines():
         m = re.match(r"\s*(\d+);", line)
