@@ -15,6 +15,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from pgveil.cli_common import DatabaseUrl, err, out, report_error, reports_errors, target_url
+from pgveil.cli_subset import SubsetDirectionOption, SubsetOption, SubsetPercentOption, VirtualFkOption, subset_of
 from pgveil.services import dump as dump_service
 
 # Exit status of a run stopped by Ctrl-C (128 + SIGINT), as shells report it.
@@ -64,8 +65,13 @@ def dump_command(
     no_privileges: Annotated[
         bool, typer.Option("--no-privileges", "-x", help="No grants (a server without the source's roles).")
     ] = False,
+    subset: SubsetOption = None,
+    subset_percent: SubsetPercentOption = None,
+    subset_direction: SubsetDirectionOption = "down",
+    virtual_fk: VirtualFkOption = None,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Print each table's query and estimated rows; write nothing.")
+        bool,
+        typer.Option("--dry-run", help="Print each table's query and rows (estimated, or a subset's); write nothing."),
     ] = False,
     validate: Annotated[
         bool, typer.Option("--validate", help="Run each table's query on a few rows; report errors, write nothing.")
@@ -90,6 +96,7 @@ def dump_command(
         no_large_objects=no_large_objects,
         no_owner=no_owner,
         no_privileges=no_privileges,
+        subset=subset_of(subset, subset_percent, subset_direction, virtual_fk),
     )
     url = target_url(database_url)
     if dry_run:
@@ -157,14 +164,22 @@ def _print_plan(found: dump_service.Plan, as_json: bool) -> None:
     if as_json:
         doc = {
             "tables": [
-                {"table": t.qualified, "estimated_rows": t.estimated_rows, "query": t.query} for t in found.tables
+                {
+                    "table": t.qualified,
+                    "estimated_rows": t.estimated_rows,
+                    "subset_rows": found.kept_rows.get(t.relid),
+                    "query": t.query,
+                }
+                for t in found.tables
             ],
             "left_out": found.left_out,
         }
         print(json.dumps(doc, indent=2))
         return
     for t in found.tables:
-        out.print(f"-- {escape(t.qualified)}: about {t.estimated_rows:,} rows", highlight=False)
+        kept = found.kept_rows.get(t.relid)
+        rows = f"about {t.estimated_rows:,} rows" if kept is None else f"{kept:,} rows of the subset"
+        out.print(f"-- {escape(t.qualified)}: {rows}", highlight=False)
         out.print(escape(t.query) + ";", highlight=False, soft_wrap=True)
 
 

@@ -62,6 +62,9 @@ class Manifest:
     sections: str  # "all", "schema" or "data"
     tables: tuple[DumpedTable, ...] = field(default_factory=tuple)
     format: int = FORMAT
+    # A subset's shape (direction, seeded tables, percentages, virtual keys), never
+    # its conditions' text, which may quote a value; None: every row.
+    subset: dict[str, Any] | None = None
 
     @property
     def source_major(self) -> int:
@@ -108,6 +111,7 @@ def from_dict(doc: Any, source: str) -> Manifest:
             sections=str(doc["sections"]),
             tables=tables,
             format=int(doc["pgveil_dump"]),
+            subset=dict(doc["subset"]) if doc.get("subset") is not None else None,
         )
     except (KeyError, TypeError, ValueError) as e:
         raise PgveilError(f"{source}: the pgveil manifest is corrupt ({type(e).__name__}: {e})") from None

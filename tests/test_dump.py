@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from pgveil import dump_manifest, pg_archive
 from pgveil.cli import app
 from pgveil.errors import PgveilError
-from pgveil.services import dump, export_copy
+from pgveil.services import dump, export_copy, export_schema, subset
 from tests.conftest import Database
 from tests.helpers import label, scratch_database, seed
 
@@ -325,7 +325,7 @@ def test_an_unreachable_source_is_one_clear_error(tmp_path):
 def test_large_objects_are_refused_unless_left_out(demo, tmp_path):
     seed(demo)
     demo.execute("SELECT lo_from_bytea(0, convert_to(%s, 'UTF8'))", (PLANTED_EMAIL,))
-    with pytest.raises(PgveilError, match="1 large objects, which no rule can mask; dump with --no-large-objects"):
+    with pytest.raises(PgveilError, match="1 large objects, which no rule can mask; export with --no-large-objects"):
         dump.dump(demo.url, options(tmp_path / "a"))
     out = tmp_path / "b"
     dump.dump(demo.url, options(out, no_large_objects=True))
@@ -439,7 +439,7 @@ def test_data_pg_dump_wrote_itself_is_refused(bare, tmp_path):
     out = tmp_path / "d"
     subprocess.run(["pg_dump", f"--dbname={bare.url}", "--format=directory", f"--file={out}"], check=True)
     with pytest.raises(PgveilError, match=r"pg_dump wrote data pgveil did not compute \(TABLE DATA public\.t\)"):
-        dump._refuse_raw_data(pg_archive.read(out))
+        export_schema.refuse_raw_data(pg_archive.read(out))
 
 
 def test_views_of_the_application_built_on_pgveil_are_left_out_and_the_rest_restores(demo, tmp_path):
@@ -459,3 +459,22 @@ def test_views_of_the_application_built_on_pgveil_are_left_out_and_the_rest_rest
         with psycopg.connect(target) as conn:
             assert conn.execute("SELECT to_regclass('public.customer_tokens')").fetchone() == (None,)
             assert conn.execute("SELECT sum(count) FROM public.store_count").fetchone() == (200,)
+
+
+def test_a_subset_dump_records_its_shape_but_never_a_conditions_text(demo, tmp_path):
+    """A condition may quote a value (an e-mail looked for): the manifest names the
+    seeded tables and the direction only, and the archive holds the subset's rows."""
+    plant(demo)
+    out = tmp_path / "subset"
+    kept = subset.Subset(conditions=(("public.customer", f"email = '{PLANTED_EMAIL}'"),), direction="down")
+    result = dump.dump(demo.url, options(out, subset=kept))
+    assert PLANTED_EMAIL.encode() not in archive_bytes(out)
+    manifest = dump_manifest.read(out)
+    assert manifest == result.manifest
+    assert manifest.subset == {
+        "direction": "down",
+        "seeds": [{"table": "public.customer", "condition": True}],
+        "virtual_keys": [],
+    }
+    rows = {t.qualified: t.rows for t in manifest.tables}
+    assert rows["public.customer"] == 1 and rows["public.payment"] == 0 and rows["public.address"] == 1

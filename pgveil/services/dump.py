@@ -1,9 +1,8 @@
 """Anonymized dumps that stock pg_restore and psql load (docs/dump.md).
 
-The schema is pg_dump's own: it runs twice on the export's snapshot, first
-``--schema-only`` (which tables the selection holds), then with every one of those
-tables' data excluded (the archive: schema, sequence values, materialized view
-refreshes). pgveil then adds a TABLE DATA entry per table to its table of contents,
+The schema is pg_dump's own (services/export_schema.py: the archive of everything
+but the tables' rows, pgveil's objects left out). pgveil adds a TABLE DATA entry
+per table to its table of contents,
 with a data file written from ``COPY (<the policy's SELECT>) TO STDOUT`` by ``jobs``
 workers on the same snapshot, and leaves pgveil's own objects out. A plain script is
 that archive rendered by ``pg_restore -f``.
@@ -22,10 +21,10 @@ import subprocess
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +35,10 @@ import pgveil
 from pgveil import dump_manifest, pg_archive, pg_tools
 from pgveil.dump_manifest import DumpedTable, Manifest
 from pgveil.errors import PgveilError
-from pgveil.services import export, export_copy
+from pgveil.services import export, export_copy, export_schema, subset
 from pgveil.services.export import ExportTable, Snapshot
 from pgveil.services.export_copy import Piece
+from pgveil.services.export_schema import PG_CLASS
 
 FORMATS = ("directory", "plain")
 # zlib's default, which pg_dump's default gzip compression uses.
@@ -46,8 +46,6 @@ DEFAULT_GZIP_LEVEL = 6
 # pg_dump ends a table's data with the end-of-copy marker.
 END_OF_COPY = b"\\.\n\n\n"
 PARTIAL_SUFFIX = ".pgveil-partial"
-# The catalog of TOC entries naming a relation.
-PG_CLASS = "1259"
 
 
 @dataclass(frozen=True)
@@ -72,6 +70,26 @@ class DumpOptions:
     # server without the source's roles); pg_restore has them for an archive too.
     no_owner: bool = False
     no_privileges: bool = False
+    subset: subset.Subset = field(default_factory=subset.Subset)
+
+    @property
+    def selection(self) -> export_schema.Selection:
+        return export_schema.Selection(
+            self.policy,
+            self.tables,
+            self.exclude_tables,
+            self.schemas,
+            self.exclude_schemas,
+            self.uncovered,
+            self.no_large_objects,
+            self.no_owner,
+            self.no_privileges,
+            self.subset,
+        )
+
+    @property
+    def compression(self) -> list[str]:
+        return [] if self.compress is None else [f"--compress={self.compress}"]
 
 
 @dataclass(frozen=True)
@@ -92,6 +110,8 @@ class Plan:
     tables: list[ExportTable]
     # pgveil's own objects outside its schemas that the archive leaves out.
     left_out: list[str]
+    # Per table a subset restricts (relid), the rows it keeps.
+    kept_rows: dict[int, int]
 
 
 @dataclass(frozen=True)
@@ -118,8 +138,8 @@ def check_options(options: DumpOptions) -> None:
         raise PgveilError(f"--compress is a gzip level from 0 to 9 (got {options.compress})")
     if options.jobs < 1:
         raise PgveilError("--jobs is at least 1")
-    if options.uncovered is not None and options.uncovered not in ("refuse", "keep", "null"):
-        raise PgveilError(f"--uncovered is refuse, keep or null (got {options.uncovered!r})")
+    export_schema.check_uncovered(options.uncovered)
+    subset.check(options.subset)
 
 
 def dump(source_url: str, options: DumpOptions, progress: Callable[[Progress], None] | None = None) -> DumpResult:
@@ -154,8 +174,9 @@ def plan(source_url: str, options: DumpOptions) -> Plan:
     scratch schema listing, removed at once."""
     check_options(options)
     with export.exported_snapshot(source_url) as (conn, snapshot), _scratch_dir(options.output) as scratch:
-        _, tables, left_out, _ = _schema_and_tables(conn, snapshot, source_url, options, scratch)
-        return Plan(tables, left_out)
+        planned = _schema(conn, snapshot, source_url, options, scratch)
+        restricted = {t.relid: t.restriction for t in planned.tables if t.restriction is not None}
+        return Plan(planned.tables, planned.left_out, subset.kept_rows(conn, restricted))
 
 
 def validate(source_url: str, options: DumpOptions, limit: int = 100) -> list[Validation]:
@@ -165,9 +186,9 @@ def validate(source_url: str, options: DumpOptions, limit: int = 100) -> list[Va
     check_options(options)
     results = []
     with export.exported_snapshot(source_url) as (conn, snapshot), _scratch_dir(options.output) as scratch:
-        _, tables, _, _ = _schema_and_tables(conn, snapshot, source_url, options, scratch)
+        planned = _schema(conn, snapshot, source_url, options, scratch)
         uncovered = export.resolved_uncovered(conn, options.policy, options.uncovered)
-        for table in tables:
+        for table in planned.tables:
             # A reader of its own per table: a failed query ends its transaction.
             with export.open_reader(source_url, snapshot) as reader:
                 try:
@@ -196,27 +217,23 @@ def _directory_archive(
     progress: Callable[[Progress], None] | None,
 ) -> tuple[Manifest, list[str]]:
     with _scratch_dir(target) as scratch:
-        schema_toc, tables, left_out, toolkit = _schema_and_tables(conn, snapshot, url, options, scratch)
-        export.lock_tables(conn, tables)
+        planned = _schema(conn, snapshot, url, options, scratch)
+        export.lock_tables(conn, planned.tables)
         uncovered = export.resolved_uncovered(conn, options.policy, options.uncovered)
         if progress is not None and not options.schema_only:
-            progress(Progress("", 0, 0, False, sum(t.estimated_rows for t in tables), len(tables)))
+            estimate = sum(t.estimated_rows for t in planned.tables if t.restriction is None)
+            progress(Progress("", 0, 0, False, estimate, len(planned.tables)))
         if options.schema_only:
             shutil.copytree(scratch, target)
-            toc = schema_toc
+            toc = planned.toc
         else:
-            extra = ["--data-only"] if options.data_only else []
-            raw = [(t.schema, t.table) for t in tables] + export.extension_config_tables(conn)
-            extra += [f"--exclude-table-data={_exact_pattern(schema, table)}" for schema, table in raw]
-            _pg_dump(url, snapshot, options, target, toolkit, extra)
-            toc = pg_archive.read(target)
-            _refuse_raw_data(toc)
-        toc.entries = _without_toolkit(toc.entries, toolkit.objects)
-        dumped = _write_data(url, snapshot, options, uncovered, toc, schema_toc, tables, target, progress)
+            extra = [*options.compression, *(["--data-only"] if options.data_only else [])]
+            toc = export_schema.archive_without_rows(conn, snapshot, url, options.selection, planned, target, extra)
+        dumped = _write_data(url, snapshot, options, uncovered, toc, planned.toc, planned.tables, target, progress)
         pg_archive.write(target, toc)
         manifest = _manifest(conn, snapshot, options, uncovered, "directory", dumped)
         dump_manifest.write_directory(target, manifest)
-    return manifest, left_out
+    return manifest, planned.left_out
 
 
 def _plain_script(
@@ -271,82 +288,12 @@ def _open_output(path: Path, level: int) -> Iterator[Any]:
         os.fsync(raw.fileno())
 
 
-def _schema_and_tables(
+def _schema(
     conn: psycopg.Connection[Any], snapshot: Snapshot, url: str, options: DumpOptions, scratch: Path
-) -> tuple[pg_archive.Toc, list[ExportTable], list[str], _Toolkit]:
-    """pg_dump's schema of the selection, without pgveil's objects; the plan of
-    every table in it that holds rows; what of pgveil was left out; pgveil's objects."""
-    _refuse_large_objects(conn, options)
-    toolkit = _toolkit(conn)
-    _pg_dump(url, snapshot, options, scratch, toolkit, ["--schema-only"])
-    toc = pg_archive.read(scratch)
-    kept = _without_toolkit(toc.entries, toolkit.objects)
-    kept_ids = {e.dump_id for e in kept}
-    left_out = [
-        f"{e.desc} {e.namespace + '.' if e.namespace else ''}{e.tag}" for e in toc.entries if e.dump_id not in kept_ids
-    ]
-    toc.entries = kept
-    if options.schema_only:  # no rows: no rule is run, none is missing
-        export.resolved_uncovered(conn, options.policy, options.uncovered)
-        return toc, [], left_out, toolkit
-    relations = [int(e.oid or 0) for e in kept if e.desc == "TABLE" and e.table_oid == PG_CLASS]
-    plain = [
-        int(r[0])
-        for r in conn.execute(
-            "SELECT c.oid::bigint FROM pg_catalog.pg_class c WHERE c.oid = ANY (%s::oid[]) AND c.relkind = 'r'",
-            (relations,),
-        )
-    ]
-    tables = export.plan(conn, options.policy, plain, options.uncovered)
-    return toc, tables, left_out, toolkit
-
-
-def _refuse_raw_data(toc: pg_archive.Toc) -> None:
-    """pg_dump was told to write no rows; should it have (a kind of data this
-    version does not know of), the dump stops and its partial output is removed."""
-    for e in toc.entries:
-        if e.had_dumper:
-            raise PgveilError(
-                f"pg_dump wrote data pgveil did not compute ({e.desc} {e.namespace}.{e.tag}); the partial dump was removed"
-            )
-
-
-def _refuse_large_objects(conn: psycopg.Connection[Any], options: DumpOptions) -> None:
-    row = conn.execute("SELECT pg_catalog.count(*) FROM pg_catalog.pg_largeobject_metadata").fetchone()
-    count = int(row[0]) if row else 0
-    if count and not options.no_large_objects and not options.schema_only:
-        raise PgveilError(
-            f"the database has {count} large objects, which no rule can mask; dump with --no-large-objects "
-            "to leave them out"
-        )
-
-
-@dataclass(frozen=True)
-class _Toolkit:
-    """pgveil's own objects: schemas and version tables pg_dump leaves out, and the
-    (catalog, oid) of its objects elsewhere, taken out of pg_dump's output."""
-
-    schemas: list[str]
-    version_tables: list[tuple[str, str]]
-    objects: set[tuple[str, str]]
-
-
-def _toolkit(conn: psycopg.Connection[Any]) -> _Toolkit:
-    schemas = export.toolkit_schemas(conn)
-    objects = {(str(c), str(o)) for c, o in export.toolkit_objects(conn, schemas)}
-    return _Toolkit(schemas, export.version_tables(conn), objects)
-
-
-def _without_toolkit(entries: Sequence[pg_archive.Entry], pairs: set[tuple[str, str]]) -> list[pg_archive.Entry]:
-    """The entries but pgveil's objects and everything that depends on them (their
-    comments, privileges); pgveil's schemas were not dumped."""
-    dropped = {e.dump_id for e in entries if (e.table_oid, e.oid) in pairs}
-    grew = True
-    while grew:
-        more = {e.dump_id for e in entries if e.dump_id not in dropped and dropped.intersection(e.dependencies)}
-        grew = bool(more)
-        dropped |= more
-    return [e for e in entries if e.dump_id not in dropped]
+) -> export_schema.Schema:
+    return export_schema.schema(
+        conn, snapshot, url, options.selection, scratch, not options.schema_only, options.compression
+    )
 
 
 def _write_data(
@@ -415,13 +362,13 @@ class _PieceFiles:
         self.lock = threading.Lock()
         self.unfinished: dict[int, int] = {}
         for piece in work:
-            self.unfinished[piece.dump_id] = self.unfinished.get(piece.dump_id, 0) + 1
+            self.unfinished[piece.piece_id] = self.unfinished.get(piece.piece_id, 0) + 1
 
     def path(self, dump_id: int, part: int | None = None) -> Path:
         return self.target / f"{dump_id}.dat{self.suffix}{'' if part is None else f'.{part}'}"
 
     def write(self, piece: Piece, copy: Callable[[Callable[[bytes], None]], None]) -> _Written:
-        path = self.path(piece.dump_id, None if piece.parts == 1 else piece.part)
+        path = self.path(piece.piece_id, None if piece.parts == 1 else piece.part)
         sink = _DataFile(path, self.level)
         rows = 0
 
@@ -443,14 +390,14 @@ class _PieceFiles:
             sink.abandon()
             raise
         with self.lock:
-            self.unfinished[piece.dump_id] -= 1
-            done = self.unfinished[piece.dump_id] == 0
+            self.unfinished[piece.piece_id] -= 1
+            done = self.unfinished[piece.piece_id] == 0
         if done and self.progress is not None:
             self.progress(Progress(piece.table.qualified, 0, 0, True))
         return _Written(path, rows, size, digest)
 
     def assemble(self, dump_id: int, table: ExportTable, written: dict[Piece, _Written]) -> DumpedTable:
-        parts = sorted((p for p in written if p.dump_id == dump_id), key=lambda p: p.part)
+        parts = sorted((p for p in written if p.piece_id == dump_id), key=lambda p: p.part)
         if len(parts) == 1:
             w = written[parts[0]]
             return DumpedTable(table.schema, table.table, w.rows, table.columns, w.path.name, w.size, w.digest)
@@ -537,46 +484,8 @@ def _manifest(
         snapshot_time=snapshot.taken_at,
         sections="schema" if options.schema_only else "data" if options.data_only else "all",
         tables=tuple(sorted(tables, key=lambda t: (t.schema, t.table))),
+        subset=options.subset.shape(),
     )
-
-
-# -- pg_dump ---------------------------------------------------------------------
-
-
-def _pg_dump(
-    url: str, snapshot: Snapshot, options: DumpOptions, directory: Path, toolkit: _Toolkit, extra: list[str]
-) -> None:
-    """pg_dump of the selection on the snapshot into ``directory``, pgveil's schemas
-    and large objects left out."""
-    conninfo, env = pg_tools.connection(url)
-    args = [pg_tools.program("pg_dump"), f"--dbname={conninfo}", "--format=directory", f"--file={directory}"]
-    args += [f"--snapshot={snapshot.name}", "--no-blobs"]
-    args += ["--no-owner"] if options.no_owner else []
-    args += ["--no-privileges"] if options.no_privileges else []
-    if options.compress is not None:
-        args.append(f"--compress={options.compress}")
-    if pg_tools.supports("pg_dump", "--no-statistics"):
-        args.append("--no-statistics")  # pg_dump 18: statistics hold raw values
-    args += [f"--table={p}" for p in options.tables]
-    args += [f"--exclude-table={p}" for p in options.exclude_tables]
-    args += [f"--schema={p}" for p in options.schemas]
-    args += [f"--exclude-schema={p}" for p in options.exclude_schemas]
-    args += [f"--exclude-schema={_quoted_pattern(s)}" for s in toolkit.schemas]
-    args += [f"--exclude-table={_exact_pattern(s, t)}" for s, t in toolkit.version_tables]
-    args += extra
-    done = subprocess.run(args, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise PgveilError(f"pg_dump failed: {pg_tools.error_lines(done.stderr.splitlines(), 'pg_dump')}")
-
-
-def _quoted_pattern(name: str) -> str:
-    """A pg_dump pattern matching exactly ``name``: inside double quotes nothing is
-    special but a double quote, written twice."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _exact_pattern(schema: str, table: str) -> str:
-    return f"{_quoted_pattern(schema)}.{_quoted_pattern(table)}"
 
 
 # -- files -----------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The export engine: what an anonymized dump (and, later, a sync) reads, and how.
+"""The export engine: what an anonymized dump or a sync reads, and how.
 
 One exported snapshot is held open by a coordinating transaction for the whole
 export; ``pg_dump`` and every worker connection read through it, so the schema and
@@ -23,6 +23,7 @@ from pgveil import preflight
 from pgveil.dump_manifest import ColumnRule
 from pgveil.errors import PgveilError, server_message
 from pgveil.resources import VERSION_TABLE
+from pgveil.services import subset
 from pgveil.services.scan import TOOLKIT_SCHEMAS
 
 # pgveil's schemas: the fixed ones and every mask schema.
@@ -97,15 +98,29 @@ class ExportTable:
     estimated_rows: int
     # The size of the table's heap (pg_relation_size): what reading it costs.
     relation_bytes: int
-    # The SELECT computing the table's rows under the policy.
-    query: str
+    # The SELECT computing every row of the table under the policy (read as src).
+    rule_query: str
     # pg_dump's statement loading them ("COPY s.t (a, b) FROM stdin;\n").
     copy_statement: str
     columns: tuple[ColumnRule, ...]
+    # Only the rows a subset keeps; None: all.
+    restriction: subset.Restriction | None = None
 
     @property
     def qualified(self) -> str:
         return f"{self.schema}.{self.table}"
+
+    @property
+    def query(self) -> str:
+        """The SELECT an export runs for the table."""
+        return self.select()
+
+    def select(self, *conditions: str) -> str:
+        """The table's SELECT keeping only the rows that meet ``conditions`` (on src)
+        too."""
+        where = [*([self.restriction.condition] if self.restriction else []), *conditions]
+        query = self.rule_query + (" WHERE " + " AND ".join(where) if where else "")
+        return f"{self.restriction.with_clause} {query}" if self.restriction else query
 
 
 @dataclass(frozen=True)
@@ -156,9 +171,15 @@ def resolved_uncovered(conn: psycopg.Connection[Any], policy: str, uncovered: st
     return str(row[0])
 
 
-def plan(conn: psycopg.Connection[Any], policy: str, relids: Sequence[int], uncovered: str | None) -> list[ExportTable]:
-    """Each table's export under the policy; refuses (every problem listed) when any
-    table cannot be exported."""
+def plan(
+    conn: psycopg.Connection[Any],
+    policy: str,
+    relids: Sequence[int],
+    uncovered: str | None,
+    kept: subset.Subset | None = None,
+) -> list[ExportTable]:
+    """Each table's export under the policy, only the rows the subset keeps; refuses
+    (every problem listed) when any table cannot be exported."""
     try:
         rows = conn.execute(
             "SELECT relid, schema_name, table_name, estimated_rows, relation_bytes, query, copy_statement, columns"
@@ -173,6 +194,7 @@ def plan(conn: psycopg.Connection[Any], policy: str, relids: Sequence[int], unco
                 " without one become with --uncovered keep or null."
             )
         raise PgveilError(message) from None
+    restricted = subset.restrictions(conn, relids, kept) if kept is not None else {}
     return [
         ExportTable(
             int(r[0]),
@@ -183,6 +205,7 @@ def plan(conn: psycopg.Connection[Any], policy: str, relids: Sequence[int], unco
             str(r[5]),
             str(r[6]),
             tuple(ColumnRule(str(c["column"]), str(c["rule"]), bool(c["changes"])) for c in r[7]),
+            restricted.get(int(r[0])),
         )
         for r in rows
     ]
@@ -238,6 +261,8 @@ def reader_statements(snapshot: Snapshot) -> list[sql.Composed]:
         ("lock_timeout", "0"),
         ("idle_in_transaction_session_timeout", "0"),
         ("synchronize_seqscans", "off"),
+        # Export queries are schema-qualified; a subset condition is read alike.
+        ("search_path", "pg_catalog, pg_temp"),
         # Compiling a policy's long expressions costs more than it saves.
         ("jit", "off"),
     ):

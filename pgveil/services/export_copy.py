@@ -40,15 +40,15 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Piece:
-    """A table, or a range of its heap's blocks [first_block, end_block) (end None:
-    to the end), part ``part`` of ``parts``."""
+    """A table, or the part of its rows that meets ``conditions`` (on src, the table
+    in its export query): part ``part`` of ``parts``. ``piece_id`` names it to the
+    caller (a dump: the data entry's dump id)."""
 
-    dump_id: int
+    piece_id: int
     table: ExportTable
     part: int = 0
     parts: int = 1
-    first_block: int = 0
-    end_block: int | None = None
+    conditions: tuple[str, ...] = ()
 
     @property
     def last(self) -> bool:
@@ -68,13 +68,16 @@ class Piece:
 
     @property
     def query(self) -> str:
-        if self.parts == 1:
-            return self.table.query
-        # The compiled SELECT reads the table as src and ends with its FROM list.
-        condition = f" WHERE src.ctid >= '({self.first_block},0)'::tid"
-        if self.end_block is not None:
-            condition += f" AND src.ctid < '({self.end_block},0)'::tid"
-        return self.table.query + condition
+        return self.table.select(*self.conditions)
+
+
+def block_range(first: int, end: int | None) -> tuple[str, ...]:
+    """Conditions keeping the rows in heap blocks [first, end) (end None: to the end),
+    read by a TID range scan."""
+    conditions = [f"src.ctid >= '({first},0)'::tid"]
+    if end is not None:
+        conditions.append(f"src.ctid < '({end},0)'::tid")
+    return tuple(conditions)
 
 
 class TableFailed(Exception):
@@ -89,15 +92,17 @@ class TableFailed(Exception):
 def pieces(jobs: list[tuple[int, ExportTable]], workers: int, block_size: int) -> list[Piece]:
     """The pieces to read, largest first (as pg_dump orders its tables)."""
     found: list[Piece] = []
-    for dump_id, table in jobs:
+    for piece_id, table in jobs:
         blocks = table.relation_bytes // block_size
-        if workers == 1 or table.relation_bytes < SPLIT_FROM_BYTES or blocks < workers:
-            found.append(Piece(dump_id, table))
+        # A subset's rows are found by place (a TID scan): a block range would not narrow it.
+        small = table.relation_bytes < SPLIT_FROM_BYTES or blocks < workers or table.restriction is not None
+        if workers == 1 or small:
+            found.append(Piece(piece_id, table))
             continue
         edges = [blocks * i // workers for i in range(workers)]
         for part, first in enumerate(edges):
             end = edges[part + 1] if part + 1 < workers else None
-            found.append(Piece(dump_id, table, part, workers, first, end))
+            found.append(Piece(piece_id, table, part, workers, block_range(first, end)))
     return sorted(found, key=lambda p: -p.bytes)
 
 
