@@ -115,12 +115,16 @@ class ExportTable:
         """The SELECT an export runs for the table."""
         return self.select()
 
-    def select(self, *conditions: str) -> str:
+    def select(self, *conditions: str, stored: bool = False) -> str:
         """The table's SELECT keeping only the rows that meet ``conditions`` (on src)
-        too."""
-        where = [*([self.restriction.condition] if self.restriction else []), *conditions]
+        too; a subset's rows by its stored places when ``stored`` (the session ran
+        the restriction's store_places), else by evaluating the selection."""
+        kept = self.restriction
+        where = [*conditions]
+        if kept is not None:
+            where.insert(0, kept.stored_condition if stored else kept.condition)
         query = self.rule_query + (" WHERE " + " AND ".join(where) if where else "")
-        return f"{self.restriction.with_clause} {query}" if self.restriction else query
+        return f"{kept.with_clause} {query}" if kept is not None and not stored else query
 
 
 @dataclass(frozen=True)

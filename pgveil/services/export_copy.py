@@ -24,7 +24,7 @@ from psycopg import sql
 
 from pgveil import pg_tools
 from pgveil.errors import PgveilError, server_message
-from pgveil.services import export
+from pgveil.services import export, subset
 from pgveil.services.export import ExportTable, Snapshot
 
 # Rows reach the sink in buffers of about this size.
@@ -69,6 +69,15 @@ class Piece:
     @property
     def query(self) -> str:
         return self.table.select(*self.conditions)
+
+    def stored_query(self) -> str:
+        """The query in a session that stored the subset's places (see Restriction)."""
+        return self.table.select(*self.conditions, stored=True)
+
+    @property
+    def through_psql(self) -> bool:
+        # A subset's rows are read where its places are stored: in the worker's session.
+        return self.bytes >= PSQL_FROM_BYTES and self.table.restriction is None
 
 
 def block_range(first: int, end: int | None) -> tuple[str, ...]:
@@ -126,14 +135,18 @@ def read_all(
     def worker() -> None:
         with export.open_reader(url, snapshot) as reader:
             running.add(reader.cancel)
+            stored = False
             while not stop.is_set():
                 try:
                     piece = pending.get_nowait()
                 except queue.Empty:
                     return
+                if piece.table.restriction is not None and not stored:
+                    _store_places(reader, piece.table.restriction)
+                    stored = True
 
                 def copy(take: Callable[[bytes], None], piece: Piece = piece) -> None:
-                    if piece.bytes >= PSQL_FROM_BYTES:
+                    if piece.through_psql:
                         _copy_through_psql(url, snapshot, piece, take, running)
                     else:
                         _copy_through_psycopg(reader, piece, take)
@@ -186,11 +199,26 @@ class _Running:
                     stop()
 
 
+def _store_places(reader: psycopg.Connection[Any], restriction: subset.Restriction) -> None:
+    """Evaluate the subset once for this session: every restricted table's query then
+    reads its stored places."""
+    try:
+        reader.execute(restriction.store_places)
+    except psycopg.errors.QueryCanceled:
+        raise
+    except psycopg.OperationalError as e:
+        raise PgveilError(f"lost the connection while selecting the subset: {server_message(e)}") from None
+    except psycopg.Error as e:
+        # The message could quote a value a condition read.
+        raise PgveilError(f"selecting the subset's rows failed (SQLSTATE {e.sqlstate or 'XX000'})") from None
+
+
 def _copy_through_psycopg(reader: psycopg.Connection[Any], piece: Piece, take: Callable[[bytes], None]) -> None:
     buffer = bytearray()
     try:
         reader.execute(piece.setup)
-        with reader.cursor().copy(sql.SQL("COPY ({}) TO STDOUT").format(sql.SQL(piece.query))) as copy:
+        query = piece.stored_query() if piece.table.restriction is not None else piece.query
+        with reader.cursor().copy(sql.SQL("COPY ({}) TO STDOUT").format(sql.SQL(query))) as copy:
             for row in copy:
                 buffer += row
                 if len(buffer) >= BUFFER_BYTES:

@@ -79,11 +79,17 @@ class Subset:
 
 @dataclass(frozen=True)
 class Restriction:
-    """How the export query of a table keeps only the subset's rows: a WITH clause
-    (the same for every table) and a condition on the table's alias ``src``."""
+    """How the export query of a table keeps only the subset's rows (on its alias
+    ``src``): self-contained, a WITH clause (the same for every table) and a
+    condition, the selection evaluated by the query itself; or stored, after
+    ``store_places`` ran once in the reading transaction (the same for every table:
+    it keeps every table's places in transaction-local settings), a condition
+    reading them."""
 
     with_clause: str
     condition: str
+    store_places: str
+    stored_condition: str
 
 
 def parse_condition(text: str) -> tuple[str, str]:
@@ -142,7 +148,8 @@ def restrictions(conn: psycopg.Connection[Any], relids: Sequence[int], subset: S
         return {}
     try:
         rows = conn.execute(
-            "SELECT relid, with_clause, condition FROM veil.subset(%s::oid[]::regclass[], %s::jsonb, %s, %s::jsonb)",
+            "SELECT relid, with_clause, condition, store_places, stored_condition"
+            " FROM veil.subset(%s::oid[]::regclass[], %s::jsonb, %s, %s::jsonb)",
             (
                 list(relids),
                 json.dumps(subset.seeds()),
@@ -152,7 +159,7 @@ def restrictions(conn: psycopg.Connection[Any], relids: Sequence[int], subset: S
         ).fetchall()
     except psycopg.Error as e:
         raise PgveilError(server_message(e)) from None
-    return {int(r[0]): Restriction(str(r[1]), str(r[2])) for r in rows}
+    return {int(r[0]): Restriction(str(r[1]), str(r[2]), str(r[3]), str(r[4])) for r in rows}
 
 
 def kept_rows(conn: psycopg.Connection[Any], restricted: dict[int, Restriction]) -> dict[int, int]:

@@ -91,11 +91,11 @@ BEGIN
         FOR i IN 1 .. pg_catalog.cardinality(cc) LOOP
             IF NOT EXISTS (SELECT FROM pg_catalog.pg_attribute a WHERE a.attrelid = c AND a.attname = cc[i]
                            AND a.attnum > 0 AND NOT a.attisdropped) THEN
-                RAISE EXCEPTION 'pgveil: % names column %, which %s does not have', purpose, pg_catalog.quote_ident(cc[i]), c::regclass;
+                RAISE EXCEPTION 'pgveil: % names column %, which % does not have', purpose, pg_catalog.quote_ident(cc[i]), c::regclass;
             END IF;
             IF NOT EXISTS (SELECT FROM pg_catalog.pg_attribute a WHERE a.attrelid = p AND a.attname = pc[i]
                            AND a.attnum > 0 AND NOT a.attisdropped) THEN
-                RAISE EXCEPTION 'pgveil: % names column %, which %s does not have', purpose, pg_catalog.quote_ident(pc[i]), p::regclass;
+                RAISE EXCEPTION 'pgveil: % names column %, which % does not have', purpose, pg_catalog.quote_ident(pc[i]), p::regclass;
             END IF;
         END LOOP;
         RETURN QUERY SELECT c, p,
@@ -129,17 +129,22 @@ AS $$
 $$;
 
 -- The subset of the exported tables: one row per table keeping only some of
--- its rows, with the WITH clause defining veil_kept(rel, tid) (the same for
--- every table) and the condition on src (the table's alias in the export
--- query) keeping its rows. Tables not returned keep all their rows.
+-- its rows. Tables not returned keep all their rows. Two ways to keep them:
+-- - self-contained: with_clause (defining veil_kept(rel, tid), the same for
+--   every table) before the export query, and condition on src (the table's
+--   alias there): the selection is evaluated by each table's query;
+-- - stored: store_places (the same for every table) run once in the reading
+--   session's transaction keeps each table's places in a transaction-local
+--   setting, pgveil.kept_<oid>, the only state a read-only transaction can
+--   keep; then stored_condition reads them. The selection is evaluated once
+--   per session, and nothing is written to the database.
 -- subsets: [{"table", "condition"} | {"table", "percent"}]. Refuses, before
 -- anything is read, a condition that does not compile or could differ
--- between two evaluations (it is evaluated once per table), a table that is
--- not exported, a percent outside (0, 100], a virtual key naming a missing
--- table or column.
+-- between two evaluations, a table that is not exported, a percent outside
+-- (0, 100], a virtual key naming a missing table or column.
 CREATE FUNCTION veil.subset(tables regclass[], subsets jsonb, direction text DEFAULT 'down',
                             virtual_keys jsonb DEFAULT '[]')
-RETURNS TABLE (relid oid, with_clause text, condition text)
+RETURNS TABLE (relid oid, with_clause text, condition text, store_places text, stored_condition text)
 -- VOLATILE: it runs EXPLAIN to try what it builds.
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -250,11 +255,15 @@ BEGIN
     ELSE
         kept := kept || ', ' || veil_private.subset_fixpoint('veil_kept', 'veil_seed', ups);
     END IF;
+    -- An array of row places is read by a TID scan: the cost of the rows
+    -- kept, not of the table.
     RETURN QUERY
         SELECT r, kept,
-               -- An array of row places is read by a TID scan: the cost of the
-               -- rows kept, not of the table.
-               pg_catalog.format('src.ctid = ANY (ARRAY(SELECT k.tid FROM veil_kept AS k WHERE k.rel = %s::oid))', r)
+               pg_catalog.format('src.ctid = ANY (ARRAY(SELECT k.tid FROM veil_kept AS k WHERE k.rel = %s::oid))', r),
+               kept || ' SELECT pg_catalog.count(pg_catalog.set_config(''pgveil.kept_'' || g.rel, g.places::text, true))'
+                    || ' FROM (SELECT k.rel, pg_catalog.array_agg(k.tid) AS places FROM veil_kept AS k GROUP BY k.rel) AS g',
+               -- A table none of whose rows is kept has no setting: NULL, no row.
+               pg_catalog.format('src.ctid = ANY (pg_catalog.current_setting(%L, true)::tid[])', 'pgveil.kept_' || r)
         FROM pg_catalog.unnest(restricted) AS r
         ORDER BY r;
 END
