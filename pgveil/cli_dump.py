@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.filesize import decimal
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from pgveil.cli_common import DatabaseUrl, err, out, report_error, reports_errors, target_url
@@ -135,17 +135,19 @@ def _dump_with_progress(url: str, options: dump_service.DumpOptions, show: bool)
     lock = threading.Lock()
     state = {"tables": 0, "bytes": 0}
     with Progress(*columns, console=err, disable=not show) as bar:
-        task = bar.add_task(f"dump ({escape(options.policy)})", total=None, tables=0, size=decimal(0))
+        # The bar appears with the plan's first report: a refusal comes before any.
+        tasks: list[TaskID] = []
 
         def advance(p: dump_service.Progress) -> None:
             if p.estimated_rows is not None:
                 # Estimates come from the statistics: a never analyzed table counts 0.
-                bar.update(task, total=p.estimated_rows or None)
+                description = f"dump ({escape(options.policy)})"
+                tasks.append(bar.add_task(description, total=p.estimated_rows or None, tables=0, size=decimal(0)))
                 return
             with lock:
                 state["tables"] += p.done
                 state["bytes"] += p.bytes
-                bar.update(task, advance=p.rows, tables=state["tables"], size=decimal(state["bytes"]))
+                bar.update(tasks[0], advance=p.rows, tables=state["tables"], size=decimal(state["bytes"]))
 
         return dump_service.dump(url, options, advance)
 
