@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
-from pgveil import cli_audit, cli_dump, cli_restore, cli_review, cli_scan, preflight, sandbox
+from pgveil import cli_audit, cli_dump, cli_restore, cli_review, cli_scan, cli_sync, preflight, sandbox
 from pgveil.cli_common import PROGRESS_COLUMNS, DatabaseUrl, err, out, reports_errors, target_url
 from pgveil.errors import PgveilError
 from pgveil.services import install as install_service
@@ -261,4 +261,5 @@ cli_review.register(app)
 cli_audit.register(app)
 cli_dump.register(app)
 cli_restore.register(app)
+cli_sync.register(app)
 _attach_demo_commands(app)

@@ -25,6 +25,7 @@ CLI_MODULES = {
     "cli_dump",
     "cli_restore",
     "cli_subset",
+    "cli_sync",
 }
 
 

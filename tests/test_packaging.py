@@ -26,6 +26,7 @@ TOOLKIT_COMMANDS = (
     "audit",
     "dump",
     "restore",
+    "sync",
     "backfill",
     "rotate-key",
     "status",
