@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from harness import bench_database, report
+from harness import bench_database, database_url, report
 from psycopg import sql
 
 POLICY = "export_bench"
@@ -276,10 +276,6 @@ def libpq_url(url: str) -> str:
     return url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
-def server_url(url: str, dbname: str) -> str:
-    return url.rsplit("/", 1)[0] + "/" + dbname
-
-
 def directory_bytes(path: Path) -> int:
     """The apparent size of every file under path (`du -sb`)."""
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
@@ -355,10 +351,10 @@ class Bench:
         """pg_restore -j into a fresh database of the same server, dropped afterwards;
         fails unless the tables have the expected row counts."""
         seconds = []
-        admin_url = server_url(self.url, "postgres")
+        admin_url = database_url(self.url, "postgres")
         for _ in range(self.repeat):
             dbname = f"bench_restore_{secrets.token_hex(3)}"
-            target_url = server_url(self.url, dbname)
+            target_url = database_url(self.url, dbname)
             with psycopg.connect(admin_url, autocommit=True) as admin:
                 admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
             try:

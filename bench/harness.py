@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
@@ -24,6 +25,11 @@ def report(label: str, value: float, unit: str, target: str, ok: bool) -> bool:
     """One result line: the figure, its target, and whether it was met."""
     print(f"{label:58} {value:8.2f}{unit}  target {target:8} {'ok' if ok else 'MISSED'}")
     return ok
+
+
+def database_url(url: str, dbname: str) -> str:
+    """The URL of another database of the same server (query parameters kept)."""
+    return urlunsplit(urlsplit(url)._replace(path="/" + dbname))
 
 
 @contextmanager
@@ -40,7 +46,7 @@ def bench_database(prefix: str, with_demo: bool = False, durable: bool = False) 
         with psycopg.connect(server_url, autocommit=True) as admin:
             admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
         try:
-            url = server_url.rsplit("/", 1)[0] + "/" + dbname
+            url = database_url(server_url, dbname)
             migrate.upgrade(url, with_demo=with_demo)
             yield url
             if with_demo:  # the demo's roles are cluster-wide: its downgrade drops those it created
