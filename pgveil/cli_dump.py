@@ -15,7 +15,21 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Table
 
 from pgveil.cli_common import DatabaseUrl, err, out, report_error, reports_errors, target_url
-from pgveil.cli_subset import SubsetDirectionOption, SubsetOption, SubsetPercentOption, VirtualFkOption, subset_of
+from pgveil.cli_export import (
+    ExcludeSchemaOption,
+    ExcludeTableOption,
+    NoLargeObjectsOption,
+    NoOwnerOption,
+    NoPrivilegesOption,
+    SchemaOption,
+    SubsetDirectionOption,
+    SubsetOption,
+    SubsetPercentOption,
+    TableOption,
+    UncoveredOption,
+    VirtualFkOption,
+    subset_of,
+)
 from pgveil.services import dump as dump_service
 
 # Exit status of a run stopped by Ctrl-C (128 + SIGINT), as shells report it.
@@ -25,9 +39,6 @@ INTERRUPTED = 130
 def register(app: typer.Typer) -> None:
     """Add `dump` to the `pgveil` application."""
     app.command("dump")(dump_command)
-
-
-Patterns = list[str] | None
 
 
 @reports_errors
@@ -42,29 +53,16 @@ def dump_command(
         int | None,
         typer.Option("--compress", "-Z", min=0, max=9, help="gzip level; default: pg_dump's (plain: none)."),
     ] = None,
-    table: Annotated[Patterns, typer.Option("--table", "-t", help="pg_dump table pattern (repeatable).")] = None,
-    exclude_table: Annotated[
-        Patterns, typer.Option("--exclude-table", "-T", help="Table pattern to leave out.")
-    ] = None,
-    schema: Annotated[Patterns, typer.Option("--schema", "-n", help="pg_dump schema pattern (repeatable).")] = None,
-    exclude_schema: Annotated[
-        Patterns, typer.Option("--exclude-schema", "-N", help="Schema pattern to leave out.")
-    ] = None,
+    table: TableOption = None,
+    exclude_table: ExcludeTableOption = None,
+    schema: SchemaOption = None,
+    exclude_schema: ExcludeSchemaOption = None,
     schema_only: Annotated[bool, typer.Option("--schema-only", "-s", help="No data.")] = False,
     data_only: Annotated[bool, typer.Option("--data-only", "-a", help="No schema.")] = False,
-    uncovered: Annotated[
-        str | None,
-        typer.Option(help="Columns without a rule: refuse (list them), keep or null; default: the policy's option."),
-    ] = None,
-    no_large_objects: Annotated[
-        bool, typer.Option("--no-large-objects", help="Leave large objects out (no rule can mask them).")
-    ] = False,
-    no_owner: Annotated[
-        bool, typer.Option("--no-owner", "-O", help="No ownership commands (a plain script for another server).")
-    ] = False,
-    no_privileges: Annotated[
-        bool, typer.Option("--no-privileges", "-x", help="No grants (a server without the source's roles).")
-    ] = False,
+    uncovered: UncoveredOption = None,
+    no_large_objects: NoLargeObjectsOption = False,
+    no_owner: NoOwnerOption = False,
+    no_privileges: NoPrivilegesOption = False,
     subset: SubsetOption = None,
     subset_percent: SubsetPercentOption = None,
     subset_direction: SubsetDirectionOption = "down",

@@ -14,13 +14,25 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from pgveil.cli_common import err, out, report_error, reports_errors, target_url
-from pgveil.cli_subset import SubsetDirectionOption, SubsetOption, SubsetPercentOption, VirtualFkOption, subset_of
+from pgveil.cli_export import (
+    ExcludeSchemaOption,
+    ExcludeTableOption,
+    NoLargeObjectsOption,
+    NoOwnerOption,
+    NoPrivilegesOption,
+    SchemaOption,
+    SubsetDirectionOption,
+    SubsetOption,
+    SubsetPercentOption,
+    TableOption,
+    UncoveredOption,
+    VirtualFkOption,
+    subset_of,
+)
 from pgveil.services import sync as sync_service
 
 # Exit status of a run stopped by Ctrl-C (128 + SIGINT), as shells report it.
 INTERRUPTED = 130
-
-Patterns = list[str] | None
 
 
 def register(app: typer.Typer) -> None:
@@ -40,14 +52,10 @@ def sync_command(
         typer.Option("--source", help="postgresql:// URL of the database read (read only); default: $DATABASE_URL."),
     ] = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Units copied at once (one snapshot).")] = 1,
-    table: Annotated[Patterns, typer.Option("--table", "-t", help="pg_dump table pattern (repeatable).")] = None,
-    exclude_table: Annotated[
-        Patterns, typer.Option("--exclude-table", "-T", help="Table pattern to leave out.")
-    ] = None,
-    schema: Annotated[Patterns, typer.Option("--schema", "-n", help="pg_dump schema pattern (repeatable).")] = None,
-    exclude_schema: Annotated[
-        Patterns, typer.Option("--exclude-schema", "-N", help="Schema pattern to leave out.")
-    ] = None,
+    table: TableOption = None,
+    exclude_table: ExcludeTableOption = None,
+    schema: SchemaOption = None,
+    exclude_schema: ExcludeSchemaOption = None,
     schema_only: Annotated[bool, typer.Option("--schema-only", "-s", help="No rows.")] = False,
     data_only: Annotated[
         bool, typer.Option("--data-only", "-a", help="Rows into the target's existing tables, parents first.")
@@ -61,17 +69,10 @@ def sync_command(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the interrupted sync recorded in the target.")
     ] = False,
-    uncovered: Annotated[
-        str | None,
-        typer.Option(help="Columns without a rule: refuse (list them), keep or null; default: the policy's option."),
-    ] = None,
-    no_large_objects: Annotated[
-        bool, typer.Option("--no-large-objects", help="Leave large objects out (no rule can mask them).")
-    ] = False,
-    no_owner: Annotated[bool, typer.Option("--no-owner", "-O", help="No ownership commands.")] = False,
-    no_privileges: Annotated[
-        bool, typer.Option("--no-privileges", "-x", help="No grants (a server without the source's roles).")
-    ] = False,
+    uncovered: UncoveredOption = None,
+    no_large_objects: NoLargeObjectsOption = False,
+    no_owner: NoOwnerOption = False,
+    no_privileges: NoPrivilegesOption = False,
     subset: SubsetOption = None,
     subset_percent: SubsetPercentOption = None,
     subset_direction: SubsetDirectionOption = "down",

@@ -24,7 +24,7 @@ CLI_MODULES = {
     "cli_audit",
     "cli_dump",
     "cli_restore",
-    "cli_subset",
+    "cli_export",
     "cli_sync",
 }
 

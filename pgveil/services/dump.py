@@ -24,7 +24,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,44 +48,15 @@ END_OF_COPY = b"\\.\n\n\n"
 PARTIAL_SUFFIX = ".pgveil-partial"
 
 
-@dataclass(frozen=True)
-class DumpOptions:
-    policy: str
+@dataclass(frozen=True, kw_only=True)
+class DumpOptions(export_schema.Selection):
     output: Path
     archive_format: str = "directory"
     jobs: int = 1
     # gzip level 0-9; None: pg_dump's default (directory) or no compression (plain).
     compress: int | None = None
-    tables: tuple[str, ...] = ()
-    exclude_tables: tuple[str, ...] = ()
-    schemas: tuple[str, ...] = ()
-    exclude_schemas: tuple[str, ...] = ()
     schema_only: bool = False
     data_only: bool = False
-    uncovered: str | None = None
-    # Large objects cannot be masked: a database that has some is refused unless
-    # they are left out.
-    no_large_objects: bool = False
-    # As pg_dump's -O and -x: a plain script without ownership or grants (for a
-    # server without the source's roles); pg_restore has them for an archive too.
-    no_owner: bool = False
-    no_privileges: bool = False
-    subset: subset.Subset = field(default_factory=subset.Subset)
-
-    @property
-    def selection(self) -> export_schema.Selection:
-        return export_schema.Selection(
-            self.policy,
-            self.tables,
-            self.exclude_tables,
-            self.schemas,
-            self.exclude_schemas,
-            self.uncovered,
-            self.no_large_objects,
-            self.no_owner,
-            self.no_privileges,
-            self.subset,
-        )
 
     @property
     def compression(self) -> list[str]:
@@ -228,7 +199,7 @@ def _directory_archive(
             toc = planned.toc
         else:
             extra = [*options.compression, *(["--data-only"] if options.data_only else [])]
-            toc = export_schema.archive_without_rows(conn, snapshot, url, options.selection, planned, target, extra)
+            toc = export_schema.archive_without_rows(conn, snapshot, url, options, planned, target, extra)
         dumped = _write_data(url, snapshot, options, uncovered, toc, planned.toc, planned.tables, target, progress)
         pg_archive.write(target, toc)
         manifest = _manifest(conn, snapshot, options, uncovered, "directory", dumped)
@@ -291,9 +262,7 @@ def _open_output(path: Path, level: int) -> Iterator[Any]:
 def _schema(
     conn: psycopg.Connection[Any], snapshot: Snapshot, url: str, options: DumpOptions, scratch: Path
 ) -> export_schema.Schema:
-    return export_schema.schema(
-        conn, snapshot, url, options.selection, scratch, not options.schema_only, options.compression
-    )
+    return export_schema.schema(conn, snapshot, url, options, scratch, not options.schema_only, options.compression)
 
 
 def _write_data(

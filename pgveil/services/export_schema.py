@@ -29,9 +29,10 @@ from pgveil.services.export import ExportTable, Snapshot
 PG_CLASS = "1259"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Selection:
-    """What an export takes, as pg_dump's options name it, and under which policy."""
+    """What an export takes, as pg_dump's options name it, and under which policy
+    (the options of a dump and of a sync extend it)."""
 
     policy: str
     tables: tuple[str, ...] = ()
@@ -42,6 +43,8 @@ class Selection:
     # Large objects cannot be masked: a database that has some is refused unless
     # they are left out.
     no_large_objects: bool = False
+    # As pg_dump's -O and -x: no ownership commands, no grants (for a server
+    # without the source's roles).
     no_owner: bool = False
     no_privileges: bool = False
     subset: subset.Subset = field(default_factory=subset.Subset)

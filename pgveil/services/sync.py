@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -123,14 +123,9 @@ CREATE TABLE {schema}.done (
 """
 
 
-@dataclass(frozen=True)
-class SyncOptions:
-    policy: str
+@dataclass(frozen=True, kw_only=True)
+class SyncOptions(export_schema.Selection):
     jobs: int = 1
-    tables: tuple[str, ...] = ()
-    exclude_tables: tuple[str, ...] = ()
-    schemas: tuple[str, ...] = ()
-    exclude_schemas: tuple[str, ...] = ()
     schema_only: bool = False
     data_only: bool = False
     # data-only: empty the target's tables first (one transaction, no CASCADE).
@@ -139,26 +134,6 @@ class SyncOptions:
     clean: bool = False
     # Continue the unfinished sync recorded in the target.
     resume: bool = False
-    uncovered: str | None = None
-    no_large_objects: bool = False
-    no_owner: bool = False
-    no_privileges: bool = False
-    subset: subset.Subset = field(default_factory=subset.Subset)
-
-    @property
-    def selection(self) -> export_schema.Selection:
-        return export_schema.Selection(
-            self.policy,
-            self.tables,
-            self.exclude_tables,
-            self.schemas,
-            self.exclude_schemas,
-            self.uncovered,
-            self.no_large_objects,
-            self.no_owner,
-            self.no_privileges,
-            self.subset,
-        )
 
     def fingerprint(self, uncovered: str) -> str:
         """What decides the rows and schema a sync writes: a resumed sync must
@@ -386,9 +361,7 @@ def plan(source_url: str, options: SyncOptions) -> SyncPlan:
     check_options(options)
     source = read_only(source_url)
     with export.exported_snapshot(source) as (conn, snapshot), _scratch() as scratch:
-        planned = export_schema.schema(
-            conn, snapshot, source, options.selection, scratch / "schema", not options.schema_only
-        )
+        planned = export_schema.schema(conn, snapshot, source, options, scratch / "schema", not options.schema_only)
         parts = _parts(conn, planned.tables, split=True)
         restricted = {t.relid: t.restriction for t in planned.tables if t.restriction is not None}
         kept = subset.kept_rows(conn, restricted)
@@ -466,9 +439,7 @@ def sync(
         if run is None and not options.clean and not options.data_only:
             target.refuse_not_empty()
 
-        planned = export_schema.schema(
-            conn, snapshot, source, options.selection, scratch / "schema", not options.schema_only
-        )
+        planned = export_schema.schema(conn, snapshot, source, options, scratch / "schema", not options.schema_only)
         export.lock_tables(conn, planned.tables)
         uncovered = export.resolved_uncovered(conn, options.policy, options.uncovered)
         if options.schema_only:
@@ -486,7 +457,7 @@ def sync(
 
         archive = scratch / "archive"
         extra = ["--data-only"] if options.data_only else []
-        toc = export_schema.archive_without_rows(conn, snapshot, source, options.selection, planned, archive, extra)
+        toc = export_schema.archive_without_rows(conn, snapshot, source, options, planned, archive, extra)
         pg_archive.write(archive, toc)
         identity = {
             "source": source_server.source_key,
