@@ -49,8 +49,11 @@ from pgveil.services.export import ExportTable, Snapshot
 from pgveil.services.export_copy import Piece
 
 # A table whose heap is larger is copied in key ranges of about this much heap
-# each: units that resume separately and load in parallel.
-UNIT_BYTES = export_copy.SPLIT_FROM_BYTES
+# each: units that resume separately. A unit costs a transaction and a range
+# read by index rather than one sequential scan: 64 MB units cost a quarter more
+# than whole tables on the benchmark with cheap rules; at this size a resume
+# copies again at most a few seconds' work.
+UNIT_BYTES = 256 << 20
 PROGRESS_SCHEMA = "pgveil_sync"
 READ_ONLY = "-c default_transaction_read_only=on"
 # Integer types a key range can be taken on.
@@ -362,22 +365,27 @@ def plan(source_url: str, options: SyncOptions) -> SyncPlan:
     source = read_only(source_url)
     with export.exported_snapshot(source) as (conn, snapshot), _scratch() as scratch:
         planned = export_schema.schema(conn, snapshot, source, options, scratch / "schema", not options.schema_only)
-        parts = _parts(conn, planned.tables, split=True)
+        parts = _parts(conn, planned.tables, options.jobs)
         restricted = {t.relid: t.restriction for t in planned.tables if t.restriction is not None}
         kept = subset.kept_rows(conn, restricted)
         return SyncPlan([PlannedTable(t, parts[t.relid], kept.get(t.relid)) for t in planned.tables], planned.left_out)
 
 
-def _parts(conn: psycopg.Connection[Any], tables: Sequence[ExportTable], split: bool) -> dict[int, list[Part]]:
+def _parts(conn: psycopg.Connection[Any], tables: Sequence[ExportTable], jobs: int) -> dict[int, list[Part]]:
     """Each table's parts: the whole table, or key ranges of about UNIT_BYTES of
-    heap for a large table with a single-column integer primary key that its rule
-    leaves unchanged (the bounds, kept in the target, are then values the target
-    holds anyway). A subset's rows are found by the subset's query: not split."""
+    heap (and, with several jobs, at least one per job for a table of
+    export_copy.SPLIT_FROM_BYTES or more, so that its rules run on several backends)
+    for a table with a single-column integer primary key that its rule leaves
+    unchanged (the bounds, kept in the target, are then values the target holds
+    anyway). A subset's rows are found by the subset's query: not split."""
     found: dict[int, list[Part]] = {}
     for t in tables:
         whole = [Part(t.schema, t.table)]
         found[t.relid] = whole
-        if not split or t.relation_bytes <= UNIT_BYTES or t.restriction is not None:
+        wanted = math.ceil(t.relation_bytes / UNIT_BYTES)
+        if jobs > 1 and t.relation_bytes >= export_copy.SPLIT_FROM_BYTES:
+            wanted = max(wanted, jobs)
+        if wanted < 2 or t.restriction is not None:
             continue
         row = conn.execute(INTEGER_KEY, (t.relid, list(INTEGER_TYPES))).fetchone()
         key = None if row is None else str(row[0])
@@ -393,7 +401,7 @@ def _parts(conn: psycopg.Connection[Any], tables: Sequence[ExportTable], split: 
         if bounds is None or bounds[0] is None:
             continue
         low, high = int(bounds[0]), int(bounds[1])
-        count = min(math.ceil(t.relation_bytes / UNIT_BYTES), high - low + 1)
+        count = min(wanted, high - low + 1)
         if count < 2:
             continue
         edges = [low + (high - low + 1) * i // count for i in range(1, count)]
@@ -549,14 +557,14 @@ def _units(
     """The units, largest first; for a data-only sync, in an order safe for the
     target's foreign keys (parents first), a cycle's tables in one unit."""
     if not options.data_only:
-        parts = _parts(conn, tables, split=True)
+        parts = _parts(conn, tables, options.jobs)
         ordered = sorted(tables, key=lambda t: -t.relation_bytes)
         flat = [p for t in ordered for p in parts[t.relid]]
         return [Unit(i + 1, (p,)) for i, p in enumerate(flat)]
     groups = _load_order(tables, target.foreign_keys())
     self_referenced = {(k.child_schema, k.child) for k in target.foreign_keys() if k.child_key == k.parent_key}
     splittable = [t for t in tables if (t.schema, t.table) not in self_referenced]
-    parts = _parts(conn, splittable, split=True)
+    parts = _parts(conn, splittable, options.jobs)
     units: list[Unit] = []
     for level, group in groups:
         if len(group) > 1:
