@@ -6,7 +6,9 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -68,3 +70,49 @@ def error_lines(lines: Sequence[str], tool: str) -> str:
         else:
             kept.append(line.strip())
     return "; ".join(kept) or "no message"
+
+
+@contextmanager
+def stderr_collected(proc: subprocess.Popen[bytes]) -> Iterator[list[bytes]]:
+    """The child's stderr, read on a thread while the block feeds and reads the
+    child (a full stderr pipe would stall it), kept in memory (never on disk) and
+    whole once the block ends. When the block raises (Ctrl-C too), the child is
+    stopped: terminated, killed if it does not end within 10 s."""
+    errors: list[bytes] = []
+    collector = threading.Thread(target=lambda: errors.append(proc.stderr.read() if proc.stderr else b""))
+    collector.start()
+    try:
+        yield errors
+    except BaseException:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        raise
+    finally:
+        collector.join()
+
+
+def run(argv: Sequence[str], env: dict[str, str], stdin: Iterable[bytes] | None = None) -> tuple[int, list[str]]:
+    """Run a client program, fed ``stdin``'s chunks (none: no input); its exit
+    status and its stderr's lines."""
+    with (
+        subprocess.Popen(
+            argv,
+            env=env,
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        ) as proc,
+        stderr_collected(proc) as errors,
+    ):
+        if stdin is not None:
+            assert proc.stdin is not None
+            with suppress(BrokenPipeError):  # it stopped reading: its stderr says why
+                for chunk in stdin:
+                    proc.stdin.write(chunk)
+                proc.stdin.close()
+        proc.wait()
+    return proc.returncode, b"".join(errors).decode("utf-8", "replace").splitlines()

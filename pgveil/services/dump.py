@@ -17,7 +17,6 @@ import gzip
 import hashlib
 import os
 import shutil
-import subprocess
 import threading
 import time
 import zlib
@@ -32,7 +31,7 @@ import psycopg
 from psycopg import sql
 
 import pgveil
-from pgveil import dump_manifest, pg_archive, pg_tools
+from pgveil import dump_manifest, pg_archive
 from pgveil.dump_manifest import DumpedTable, Manifest
 from pgveil.errors import PgveilError
 from pgveil.services import export, export_copy, export_schema, subset
@@ -228,23 +227,9 @@ def _plain_script(
         level = options.compress or 0
         with _open_output(target, level) as out:
             out.write(dump_manifest.plain_line(manifest).encode())
-            _render_plain(archive, out, options)
+            for chunk in export_schema.sql_script(archive, options):
+                out.write(chunk)
     return manifest, left_out
-
-
-def _render_plain(archive: Path, out: Any, options: DumpOptions) -> None:
-    argv = [pg_tools.program("pg_restore"), "--file=-"]
-    argv += ["--no-owner"] if options.no_owner else []
-    argv += ["--no-privileges"] if options.no_privileges else []
-    with subprocess.Popen([*argv, str(archive)], stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
-        assert proc.stdout is not None and proc.stderr is not None
-        while chunk := proc.stdout.read(export_copy.BUFFER_BYTES):
-            out.write(chunk)
-        stderr = proc.stderr.read().decode(errors="replace")
-    if proc.returncode != 0:
-        raise PgveilError(
-            f"pg_restore could not render the plain script: {pg_tools.error_lines(stderr.splitlines(), 'pg_restore')}"
-        )
 
 
 @contextmanager

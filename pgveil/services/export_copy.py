@@ -252,20 +252,12 @@ def _copy_through_psql(
     ) as proc:
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         running.add(proc.terminate)
-        errors: list[bytes] = []
-        collector = threading.Thread(target=lambda: errors.append(proc.stderr.read() if proc.stderr else b""))
-        collector.start()
-        try:
+        with pg_tools.stderr_collected(proc) as errors:
             proc.stdin.write("\n".join(statements).encode())
             proc.stdin.close()
             while chunk := proc.stdout.read(BUFFER_BYTES):
                 take(chunk)
             proc.wait()
-        except BaseException:
-            proc.terminate()
-            raise
-        finally:
-            collector.join()
     if proc.returncode != 0:
         stderr = b"".join(errors).decode(errors="replace")
         state = re.search(r"ERROR:\s+([0-9A-Z]{5})\b", stderr)

@@ -13,7 +13,7 @@ functions) are removed from the table of contents with everything depending on t
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ import psycopg
 
 from pgveil import pg_archive, pg_tools
 from pgveil.errors import PgveilError
-from pgveil.services import export, subset
+from pgveil.services import export, export_copy, subset
 from pgveil.services.export import ExportTable, Snapshot
 
 # The catalog of TOC entries naming a relation.
@@ -199,6 +199,26 @@ def pg_dump(
     done = subprocess.run(args, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise PgveilError(f"pg_dump failed: {pg_tools.error_lines(done.stderr.splitlines(), 'pg_dump')}")
+
+
+def sql_script(
+    archive: Path, selection: Selection, sections: Sequence[str] = (), clean: bool = False
+) -> Iterator[bytes]:
+    """The archive (its ``sections``, all when none) as SQL, pg_restore's rendering,
+    streamed a buffer at a time: a dump's plain script, the statements a sync runs."""
+    argv = [pg_tools.program("pg_restore"), "--file=-", *(f"--section={s}" for s in sections)]
+    argv += ["--clean", "--if-exists"] if clean else []
+    argv += ["--no-owner"] if selection.no_owner else []
+    argv += ["--no-privileges"] if selection.no_privileges else []
+    with subprocess.Popen([*argv, str(archive)], stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        while chunk := proc.stdout.read(export_copy.BUFFER_BYTES):
+            yield chunk
+        stderr = proc.stderr.read().decode(errors="replace")
+    if proc.returncode != 0:
+        raise PgveilError(
+            f"pg_restore could not render the archive as SQL: {pg_tools.error_lines(stderr.splitlines(), 'pg_restore')}"
+        )
 
 
 def quoted_pattern(name: str) -> str:

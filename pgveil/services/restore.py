@@ -19,11 +19,10 @@ import re
 import secrets
 import subprocess
 import tempfile
-import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -457,42 +456,7 @@ class _Run:
 
 def _run(argv: list[str], env: dict[str, str], stdin: Iterable[bytes] | None = None) -> _Run:
     """Run a tool, its stderr kept in memory (never on disk); Ctrl-C stops it too."""
-    proc = subprocess.Popen(
-        argv,
-        env=env,
-        stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    assert proc.stderr is not None
-    captured: list[bytes] = []
-    reader = threading.Thread(target=lambda: captured.append(proc.stderr.read() if proc.stderr else b""))
-    reader.start()
-    try:
-        if stdin is not None:
-            assert proc.stdin is not None
-            try:
-                for chunk in stdin:
-                    proc.stdin.write(chunk)
-                proc.stdin.close()
-            except BrokenPipeError:
-                pass
-        proc.wait()
-    except BaseException:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        raise
-    finally:
-        reader.join()
-        if proc.stdin is not None and not proc.stdin.closed:
-            with suppress(BrokenPipeError):
-                proc.stdin.close()
-    text = b"".join(captured).decode("utf-8", "replace")
-    return _Run(proc.returncode, text.splitlines())
+    return _Run(*pg_tools.run(argv, env, stdin))
 
 
 def _chunks(path: Path, gzipped: bool) -> Iterator[bytes]:

@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import math
 import shutil
-import subprocess
 import tempfile
 import threading
 import time
@@ -454,7 +454,7 @@ def sync(
             pg_archive.write(scratch / "schema", planned.toc)
             report(Progress(phase="schema"))
             target.run_script(
-                _script(scratch / "schema", options, ["pre-data", "post-data"], clean=options.clean),
+                export_schema.sql_script(scratch / "schema", options, ["pre-data", "post-data"], clean=options.clean),
                 before=target.clean_statements(planned.toc) if options.clean else "",
             )
             names = [(e.namespace, e.tag) for e in planned.toc.entries if e.desc == "TABLE" and e.namespace and e.tag]
@@ -494,7 +494,9 @@ def sync(
             else:
                 report(Progress(phase="pre-data"))
                 before = target.clean_statements(toc) if options.clean else ""
-                target.run_script(_script(archive, options, ["pre-data"], options.clean), before=before, after=setup)
+                target.run_script(
+                    export_schema.sql_script(archive, options, ["pre-data"], options.clean), before=before, after=setup
+                )
 
         done = target.done_units()
         pending = [u for u in units if u.unit_id not in done]
@@ -513,7 +515,7 @@ def sync(
         report(Progress(phase="post-data"))
         sections = ["data"] if options.data_only else ["data", "post-data"]
         target.run_script(
-            _script(archive, options, sections, clean=False),
+            export_schema.sql_script(archive, options, sections, clean=False),
             after=sql.SQL("DROP SCHEMA {} CASCADE;\n").format(sql.Identifier(PROGRESS_SCHEMA)).as_string(None),
         )
         names = [(t.schema, t.table) for t in planned.tables]
@@ -1215,28 +1217,10 @@ class _Target:
         first error."""
         conninfo, env = pg_tools.connection(self.url)
         argv = [pg_tools.program("psql"), "-X", "-q", "-1", "-v", "ON_ERROR_STOP=1", f"--dbname={conninfo}", "--file=-"]
-        with subprocess.Popen(
-            argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        ) as proc:
-            assert proc.stdin is not None and proc.stderr is not None
-            errors: list[bytes] = []
-            collector = threading.Thread(target=lambda: errors.append(proc.stderr.read() if proc.stderr else b""))
-            collector.start()
-            try:
-                with suppress(BrokenPipeError):
-                    proc.stdin.write(before.encode())
-                    for chunk in script:
-                        proc.stdin.write(chunk)
-                    proc.stdin.write(b"\n" + after.encode())
-                    proc.stdin.close()
-                proc.wait()
-            except BaseException:
-                proc.terminate()
-                raise
-            finally:
-                collector.join()
-        if proc.returncode != 0:
-            lines = b"".join(errors).decode(errors="replace").splitlines()
+        returncode, lines = pg_tools.run(
+            argv, env, itertools.chain([before.encode()], script, [b"\n" + after.encode()])
+        )
+        if returncode != 0:
             raise PgveilError(
                 f"the target refused the schema: {pg_tools.error_lines(lines, 'psql')}; nothing of it was kept"
             )
@@ -1260,23 +1244,6 @@ def _table(node: tuple[str, str]) -> sql.Composable:
 
 def _regclass(schema: str, table: str) -> str:
     return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table)).as_string(None)
-
-
-def _script(archive: Path, options: SyncOptions, sections: Sequence[str], clean: bool) -> Iterator[bytes]:
-    """pg_restore's SQL for the archive's sections, streamed."""
-    argv = [pg_tools.program("pg_restore"), "--file=-", *(f"--section={s}" for s in sections)]
-    argv += ["--clean", "--if-exists"] if clean else []
-    argv += ["--no-owner"] if options.no_owner else []
-    argv += ["--no-privileges"] if options.no_privileges else []
-    with subprocess.Popen([*argv, str(archive)], stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
-        assert proc.stdout is not None and proc.stderr is not None
-        while chunk := proc.stdout.read(export_copy.BUFFER_BYTES):
-            yield chunk
-        stderr = proc.stderr.read().decode(errors="replace")
-    if proc.returncode != 0:
-        raise PgveilError(
-            f"pg_restore could not read the schema: {pg_tools.error_lines(stderr.splitlines(), 'pg_restore')}"
-        )
 
 
 def _server(url: str) -> _Server:
