@@ -34,6 +34,9 @@ PROGRESS_COLUMNS = (
     TimeRemainingColumn(),
 )
 
+# Exit status of a run stopped by Ctrl-C (128 + SIGINT), as shells report it.
+INTERRUPTED = 130
+
 P = ParamSpec("P")
 R = TypeVar("R")
 

@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from pgveil.cli_common import DatabaseUrl, err, out, report_error, reports_errors, target_url
+from pgveil.cli_common import INTERRUPTED, DatabaseUrl, err, out, report_error, reports_errors, target_url
 from pgveil.cli_export import (
     ExcludeSchemaOption,
     ExcludeTableOption,
@@ -31,9 +31,6 @@ from pgveil.cli_export import (
     subset_of,
 )
 from pgveil.services import dump as dump_service
-
-# Exit status of a run stopped by Ctrl-C (128 + SIGINT), as shells report it.
-INTERRUPTED = 130
 
 
 def register(app: typer.Typer) -> None:

@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from pgveil.cli_common import err, out, report_error, reports_errors, target_url
+from pgveil.cli_common import INTERRUPTED, err, out, report_error, reports_errors, target_url
 from pgveil.cli_export import (
     ExcludeSchemaOption,
     ExcludeTableOption,
@@ -30,9 +30,6 @@ from pgveil.cli_export import (
     subset_of,
 )
 from pgveil.services import sync as sync_service
-
-# Exit status of a run stopped by Ctrl-C (128 + SIGINT), as shells report it.
-INTERRUPTED = 130
 
 
 def register(app: typer.Typer) -> None:

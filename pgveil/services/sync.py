@@ -563,8 +563,9 @@ def _units(
         ordered = sorted(tables, key=lambda t: -t.relation_bytes)
         flat = [p for t in ordered for p in parts[t.relid]]
         return [Unit(i + 1, (p,)) for i, p in enumerate(flat)]
-    groups = _load_order(tables, target.foreign_keys())
-    self_referenced = {(k.child_schema, k.child) for k in target.foreign_keys() if k.child_key == k.parent_key}
+    keys = target.foreign_keys()
+    groups = _load_order(tables, keys)
+    self_referenced = {k.child_key for k in keys if k.child_key == k.parent_key}
     splittable = [t for t in tables if (t.schema, t.table) not in self_referenced]
     parts = _parts(conn, splittable, options.jobs)
     units: list[Unit] = []
