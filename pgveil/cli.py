@@ -16,7 +16,18 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
-from pgveil import cli_audit, cli_dump, cli_restore, cli_review, cli_scan, cli_sync, preflight, sandbox
+from pgveil import (
+    cli_audit,
+    cli_dump,
+    cli_report,
+    cli_restore,
+    cli_review,
+    cli_scan,
+    cli_sync,
+    cli_verify,
+    preflight,
+    sandbox,
+)
 from pgveil.cli_common import PROGRESS_COLUMNS, DatabaseUrl, err, out, reports_errors, target_url
 from pgveil.errors import PgveilError
 from pgveil.services import install as install_service
@@ -262,4 +273,6 @@ cli_audit.register(app)
 cli_dump.register(app)
 cli_restore.register(app)
 cli_sync.register(app)
+cli_verify.register(app)
+app.add_typer(cli_report.report_app, name="report")
 _attach_demo_commands(app)

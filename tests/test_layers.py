@@ -26,6 +26,9 @@ CLI_MODULES = {
     "cli_restore",
     "cli_export",
     "cli_sync",
+    "cli_verify",
+    "cli_verify_html",
+    "cli_report",
 }
 
 

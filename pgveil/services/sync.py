@@ -44,7 +44,7 @@ from psycopg import sql
 
 from pgveil import pg_archive, pg_tools, preflight
 from pgveil.errors import PgveilError, server_message
-from pgveil.services import export, export_copy, export_schema, restore, subset
+from pgveil.services import export, export_copy, export_schema, restore, server_identity, subset
 from pgveil.services.export import ExportTable, Snapshot
 from pgveil.services.export_copy import Piece
 
@@ -297,35 +297,6 @@ class SyncPlan:
     left_out: list[str]
 
 
-@dataclass(frozen=True)
-class _Server:
-    """Who a connection reached: enough to tell two databases apart."""
-
-    system_identifier: str | None
-    started: str
-    port: str
-    database_oid: int
-    database: str
-    version_num: int
-    version: str
-
-    @property
-    def major(self) -> int:
-        return self.version_num // 10000
-
-    @property
-    def source_key(self) -> str:
-        server = self.system_identifier or f"port {self.port}"
-        return f"{server}/{self.database}"
-
-    def same_database(self, other: _Server) -> bool:
-        if self.system_identifier and other.system_identifier:
-            same_server = self.system_identifier == other.system_identifier
-        else:
-            same_server = (self.started, self.port) == (other.started, other.port)
-        return same_server and self.database_oid == other.database_oid
-
-
 def check_options(options: SyncOptions) -> None:
     if options.schema_only and options.data_only:
         raise PgveilError("--schema-only and --data-only exclude each other")
@@ -423,8 +394,8 @@ def sync(
     started = time.monotonic()
     report = progress or (lambda _: None)
     source = read_only(source_url)
-    source_server = _server(source)
-    target_server = _server(target_url)
+    source_server = server_identity.identify(source)
+    target_server = server_identity.identify(target_url)
     if source_server.same_database(target_server):
         raise PgveilError("the target is the source database: choose another target")
     if target_server.major < source_server.major:
@@ -1245,22 +1216,6 @@ def _table(node: tuple[str, str]) -> sql.Composable:
 
 def _regclass(schema: str, table: str) -> str:
     return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table)).as_string(None)
-
-
-def _server(url: str) -> _Server:
-    with preflight.connect(url, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT current_setting('server_version_num')::integer, current_setting('server_version'),"
-            " pg_catalog.pg_postmaster_start_time()::text, current_setting('port'), d.oid::bigint, d.datname"
-            " FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()"
-        ).fetchone()
-        assert row is not None
-        try:
-            found = conn.execute("SELECT system_identifier::text FROM pg_catalog.pg_control_system()").fetchone()
-            system = str(found[0]) if found else None
-        except psycopg.Error:
-            system = None  # pg_control_system() is for superusers and pg_monitor: the fingerprint then
-    return _Server(system, str(row[2]), str(row[3]), int(row[4]), str(row[5]), int(row[0]), str(row[1]))
 
 
 @contextmanager
