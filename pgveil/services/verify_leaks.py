@@ -253,7 +253,10 @@ def search(
     ]
     if not described or not columns:
         return []
-    found = source.execute("SELECT veil.leak_search_query(%s::jsonb, %s)", (json.dumps(described), options.max_tokens))
+    found = source.execute(
+        "SELECT veil.leak_search_query(%s::jsonb, %s, %s, %s)",
+        (json.dumps(described), options.max_tokens, options.min_length, options.text_min_length),
+    )
     query = found.fetchone()
     assert query is not None and query[0] is not None
     by_id = {c.column_id: c for c in columns}

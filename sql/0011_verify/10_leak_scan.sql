@@ -123,7 +123,7 @@ BEGIN
     SELECT pg_catalog.string_agg(pg_catalog.format(
         $sql$SELECT %s AS column_id, f.form, f.in_text
     FROM %s AS src%s
-    CROSS JOIN LATERAL (SELECT %s AS whole, %s AS tokens) AS x
+    CROSS JOIN LATERAL (SELECT %s AS whole, %s AS tokens OFFSET 0) AS x
     CROSS JOIN LATERAL (SELECT pg_catalog.array_to_string(x.tokens, ' ') AS joined) AS y
     CROSS JOIN LATERAL (SELECT pg_catalog.cardinality(x.tokens) <= %s AND pg_catalog.length(y.joined) >= %s AS searchable) AS s
     CROSS JOIN LATERAL (VALUES (x.whole, false), (y.joined, true)) AS f(form, in_text)
@@ -166,14 +166,27 @@ COMMENT ON FUNCTION veil.leak_fingerprint_query(text, regclass[], text, integer,
 -- its tokens. (Testing for every separator costs more than the rest of the
 -- scan: translate() or a pattern per value.) Result: (table, column, source
 -- column, rows, rows holding the value as their whole value, up to 3 ctids).
-CREATE FUNCTION veil.leak_search_query(columns jsonb, max_tokens integer DEFAULT 3)
+CREATE FUNCTION veil.leak_search_query(columns jsonb, max_tokens integer DEFAULT 3, min_length integer DEFAULT 4,
+                                       text_min_length integer DEFAULT 8)
 RETURNS text
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     branches text;
+    -- The runs of 1 to max_tokens words starting at each word: the words array
+    -- unnested from each offset side by side (shorter ones padded with NULLs),
+    -- then joined. Slices and unnest, not a series of subscripts per run.
+    slices text;
+    words text;
+    runs text;
 BEGIN
+    SELECT pg_catalog.string_agg(pg_catalog.format('pg_catalog.unnest(w.tokens[%s:])', k), ', ' ORDER BY k),
+           pg_catalog.string_agg(pg_catalog.format('w%s', k), ', ' ORDER BY k),
+           pg_catalog.string_agg((SELECT pg_catalog.string_agg(pg_catalog.format('r.w%s', m), $sql$ OPERATOR(pg_catalog.||) ' ' OPERATOR(pg_catalog.||) $sql$ ORDER BY m)
+                                  FROM pg_catalog.generate_series(1, k) AS m), ', ' ORDER BY k)
+    INTO slices, words, runs
+    FROM pg_catalog.generate_series(1, max_tokens) AS k;
     WITH c AS (
         SELECT (e.value OPERATOR(pg_catalog.->>) 'table')::integer AS table_no,
                e.value OPERATOR(pg_catalog.->>) 'relation' AS relation,
@@ -188,26 +201,33 @@ BEGIN
                pg_catalog.string_agg(CASE WHEN c.is_json THEN 'true' ELSE 'false' END, ', ' ORDER BY c.column_no) AS json_list
         FROM c GROUP BY c.table_no, c.relation
     )
+    -- A value or a run shorter (in bytes) than any fingerprint it could match is
+    -- not hashed: lower-casing in "C" keeps the byte length, and a character is
+    -- at least a byte. OFFSET 0 keeps the words computed once per value, not
+    -- once per reference.
     SELECT pg_catalog.string_agg(pg_catalog.format(
         $sql$SELECT %s AS table_no, u.column_no, src.ctid AS row_place, %s AS fingerprint, true AS whole
     FROM %s AS src
     CROSS JOIN LATERAL ROWS FROM (pg_catalog.unnest(ARRAY[%s]), pg_catalog.unnest(ARRAY[%s])) AS u(value, column_no)
-    WHERE u.value IS NOT NULL
+    WHERE pg_catalog.octet_length(u.value) >= %s
     UNION ALL
     SELECT %s, u.column_no, src.ctid, %s, false
     FROM %s AS src
     CROSS JOIN LATERAL ROWS FROM (pg_catalog.unnest(ARRAY[%s]), pg_catalog.unnest(ARRAY[%s]), pg_catalog.unnest(ARRAY[%s]))
         AS u(value, column_no, is_json)
-    CROSS JOIN LATERAL (SELECT %s AS tokens) AS w
-    CROSS JOIN LATERAL pg_catalog.generate_series(1, pg_catalog.cardinality(w.tokens)) AS i(first)
-    CROSS JOIN LATERAL pg_catalog.generate_series(i.first, LEAST(i.first + %s - 1, pg_catalog.cardinality(w.tokens))) AS j(last)
-    WHERE u.value IS NOT NULL AND (u.is_json OR pg_catalog.strpos(u.value, ' ') > 0
-          OR pg_catalog.strpos(u.value, ',') > 0 OR pg_catalog.strpos(u.value, E'\n') > 0)$sql$,
+    CROSS JOIN LATERAL (SELECT %s AS tokens OFFSET 0) AS w
+    CROSS JOIN LATERAL ROWS FROM (%s) AS r(%s)
+    CROSS JOIN LATERAL pg_catalog.unnest(ARRAY[%s]) AS x(run)
+    WHERE pg_catalog.octet_length(u.value) >= %s
+      AND (u.is_json OR pg_catalog.strpos(u.value, ' ') > 0 OR pg_catalog.strpos(u.value, ',') > 0
+           OR pg_catalog.strpos(u.value, E'\n') > 0)
+      AND pg_catalog.octet_length(x.run) >= %s$sql$,
         t.table_no, veil_private.leak_fingerprint_sql(veil_private.leak_whole_sql('u.value')),
-        t.relation, t.value_list, t.number_list,
-        t.table_no, veil_private.leak_fingerprint_sql($sql$pg_catalog.array_to_string(w.tokens[i.first:j.last], ' ')$sql$),
+        t.relation, t.value_list, t.number_list, min_length,
+        t.table_no, veil_private.leak_fingerprint_sql('x.run'),
         t.relation, t.value_list, t.number_list, t.json_list,
-        veil_private.leak_tokens_sql('u.value'), max_tokens), E'\n    UNION ALL\n    ' ORDER BY t.table_no)
+        veil_private.leak_tokens_sql('u.value'), slices, words, runs, text_min_length, text_min_length),
+        E'\n    UNION ALL\n    ' ORDER BY t.table_no)
     INTO branches
     FROM t;
     IF branches IS NULL THEN
@@ -224,7 +244,7 @@ JOIN pg_temp.pgveil_leak_fingerprints f ON f.fingerprint = m.fingerprint AND (m.
 GROUP BY 1, 2, 3$sql$, branches);
 END
 $$;
-COMMENT ON FUNCTION veil.leak_search_query(jsonb, integer) IS
+COMMENT ON FUNCTION veil.leak_search_query(jsonb, integer, integer, integer) IS
     'The query pgveil verify runs on a copy to find the source''s fingerprints among its values.';
 
 -- The query giving the fingerprints of the e-mail domains among the source
@@ -316,5 +336,5 @@ REVOKE ALL ON FUNCTION veil_private.leak_whole_sql(text), veil_private.leak_toke
     veil_private.leak_fingerprint_sql(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION veil.leak_columns(text, regclass[], text),
     veil.leak_fingerprint_query(text, regclass[], text, integer, integer, integer),
-    veil.leak_search_query(jsonb, integer), veil.leak_domain_query(text, text),
+    veil.leak_search_query(jsonb, integer, integer, integer), veil.leak_domain_query(text, text),
     veil.leak_pattern_query(jsonb, integer) FROM PUBLIC;
