@@ -17,6 +17,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from pgveil import (
+    cli_api,
     cli_audit,
     cli_dump,
     cli_report,
@@ -274,5 +275,6 @@ cli_dump.register(app)
 cli_restore.register(app)
 cli_sync.register(app)
 cli_verify.register(app)
+cli_api.register(app)
 app.add_typer(cli_report.report_app, name="report")
 _attach_demo_commands(app)

@@ -67,6 +67,7 @@ __all__ = [
     "parse_meta_dict",
     "parse_no_sens_dict",
     "parse_sens_dict",
+    "parse_tables_dict",
     "quote_ident",
     "quote_literal",
 ]
@@ -1014,6 +1015,21 @@ def parse_no_sens_dict(text: str, source: str = "<non-sensitive dictionary>", fm
 
 def load_no_sens_dict(path: str | Path) -> NoSensDict:
     return parse_no_sens_dict(*_read_file(path))
+
+
+def parse_tables_dict(text: str, source: str = "<tables dictionary>", fmt: Format = "py") -> tuple[ObjectRule, ...]:
+    """pg_anon's tables dictionary, ``{"tables": [{schema|schema_mask, table|table_mask}]}``:
+    the tables a partial dump or restore takes (or leaves out)."""
+    root = _read(text, source, fmt)
+    check = _Checker(source)
+    items = check.keys(root, "the tables dictionary", ("tables",))
+    rules = []
+    for i, node in enumerate(check.as_list(items["tables"], "tables") if "tables" in items else []):
+        rule = _object_rule(check, node, f"tables[{i}]", fields=False)
+        if rule.table is None and rule.table_mask is None:
+            raise check.error(node.line, f"tables[{i}] needs table or table_mask")
+        rules.append(rule)
+    return tuple(rules)
 
 
 def _dump(document: dict[str, Any]) -> str:

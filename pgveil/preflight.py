@@ -7,9 +7,9 @@ changes the database: every check is a read.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from pgveil.errors import PgveilError
 
@@ -21,17 +21,24 @@ SCHEMA_MARK = "pgveil"
 
 def connect(url: str, **kwargs: Any) -> psycopg.Connection[Any]:
     """Connect, turning connection failures into one-line errors with the fix."""
-    parts = urlsplit(url)
-    where = f"{parts.hostname}:{parts.port or 5432}"
+    # A URL or a key=value string (the API builds those): libpq's parser reads both.
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        raise PgveilError("the database URL is not a valid connection string") from None
+    where = f"{params.get('host') or 'localhost'}:{params.get('port') or 5432}"
     try:
         return psycopg.connect(url, connect_timeout=10, **kwargs)
+    except UnicodeError:
+        # The resolver cannot even encode the host name.
+        raise PgveilError(f"cannot reach PostgreSQL at {where} — the host name is not valid") from None
     except psycopg.OperationalError as exc:
         detail = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
         detail = detail or type(exc).__name__
         lowered = detail.lower()
         if "password authentication failed" in lowered or "no password supplied" in lowered:
             fix = f"check the user and password in the database URL ({detail})"
-            raise PgveilError(f"cannot log in to {where} as {parts.username!r} — {fix}") from None
+            raise PgveilError(f"cannot log in to {where} as {params.get('user')!r} — {fix}") from None
         if "does not exist" in lowered:
             raise PgveilError(f"{detail} — create it or fix the database URL") from None
         raise PgveilError(

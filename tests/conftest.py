@@ -26,6 +26,9 @@ from pytest_postgresql import factories
 
 from pgveil import migrate, sandbox
 
+# The REST API's tests' webhook receiver (a fixture, `receiver`).
+pytest_plugins = ["tests.webhook_receiver"]
+
 
 @dataclass
 class Server:

@@ -35,3 +35,15 @@ def test_compose_runs_loader_and_consumer_as_their_own_roles_after_the_migration
         assert command in " ".join(service["command"])
     # the password the migration gives the demo roles is the one the programs log in with
     assert services["migrate"]["environment"]["DEMO_PASSWORD"] == "${DEMO_PASSWORD:-demo}"
+
+
+def test_compose_serves_the_api_with_a_token_and_a_volume_for_its_files():
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    api = compose["services"]["api"]
+    command = " ".join(api["command"])
+    assert "uv run pgveil api --host 0.0.0.0 --port 8000 --data-dir /data" in command
+    # No default token: compose refuses to start the service without one.
+    assert api["environment"]["PGVEIL_API_TOKEN"].startswith("${PGVEIL_API_TOKEN:?")
+    assert "pgveil-api:/data" in api["volumes"] and "pgveil-api" in compose["volumes"]
+    assert api["ports"] == ["8000:8000"]
+    assert api["depends_on"]["migrate"]["condition"] == "service_completed_successfully"

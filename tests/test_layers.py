@@ -13,7 +13,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("pgveil", "demo", "loader", "consumer")
-# pgveil's presentation layer: the only modules that may import typer and rich.
+# pgveil's presentation layer: the CLI, the only modules that may import typer and
+# rich, and the REST API (the package api), which has a contract of its own.
 CLI_MODULES = {
     "__main__",
     "cli",
@@ -29,6 +30,8 @@ CLI_MODULES = {
     "cli_verify",
     "cli_verify_html",
     "cli_report",
+    "cli_api",
+    "api",
 }
 
 
@@ -81,7 +84,9 @@ VIOLATIONS = {
         "sandbox-at-entry-points",
     ),
     "core imports a service": ("pgveil/errors.py", "from pgveil.services import keys", "toolkit-layers"),
-    "a module in no layer": ("pgveil/api.py", "from pgveil.services import keys", "toolkit-layers"),
+    "a module in no layer": ("pgveil/unplaced.py", "from pgveil.services import keys", "toolkit-layers"),
+    "the API renders with rich": ("pgveil/api/store.py", "import rich.console", "api-without-cli"),
+    "a service answers HTTP": ("pgveil/services/audit.py", "import fastapi", "services-without-http"),
     "the loader imports the demo flow": ("loader/runner.py", "from demo import flow", "programs-apart"),
     "the consumer imports the loader": ("consumer/output.py", "from loader import fakes", "programs-apart"),
     "the demo imports the CLI": ("demo/roles.py", "from pgveil import cli_common", "demo-without-cli"),
