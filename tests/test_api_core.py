@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
@@ -158,6 +160,40 @@ def test_webhook_delivery_is_retried_and_every_attempt_recorded(tmp_path):
     attempts = [(a["event"], a["attempt"], a["http_status"]) for a in record["webhook_attempts"]]
     assert attempts[:3] == [("in_progress", 1, 500), ("in_progress", 2, 500), ("in_progress", 3, 200)]
     assert ("success", 1, 200) in attempts
+
+
+def test_webhook_verify_ssl_is_honoured(tmp_path):
+    """A receiver whose certificate no trusted authority signed: refused while the
+    certificate is checked, delivered with webhook_verify_ssl false."""
+    authority = trustme.CA()
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(tls)
+    receiver = Receiver(tls=tls)
+    try:
+        with TestClient(create_app(settings(tmp_path, webhook_attempts=2))) as client:
+            runner = client.app.state.runner  # type: ignore[attr-defined]
+            checked = runner.submit(spec("quick", Webhook(receiver.url, verify_ssl=True), operation_id="checked"))
+            wait_status(client, checked.id, "success")
+            runner.submit(spec("quick", Webhook(receiver.url, verify_ssl=False), operation_id="unchecked"))
+            assert [e["status"] for e in receiver.wait_for(2, "unchecked")] == ["in_progress", "success"]
+            # Both events of the checked one, each tried twice, are recorded as they fail.
+            deadline = time.monotonic() + 30
+            while (
+                len(record := client.get(f"/api/operations/{checked.id}", headers=AUTH).json()["webhook_attempts"]) < 4
+            ):
+                assert time.monotonic() < deadline, record
+                time.sleep(0.05)
+    finally:
+        receiver.close()
+    assert receiver.bodies("checked") == []
+    attempts = record
+    assert [(a["event"], a["attempt"], a["http_status"]) for a in attempts] == [
+        ("in_progress", 1, None),
+        ("in_progress", 2, None),
+        ("success", 1, None),
+        ("success", 2, None),
+    ]
+    assert all(a["error"] == "ConnectError" for a in attempts)
 
 
 def test_a_failed_job_reports_its_code_without_the_secret(tmp_path, receiver):

@@ -5,6 +5,7 @@ for the events they expect (no sleeps)."""
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,8 +17,8 @@ Event = tuple[dict[str, Any], list[tuple[str, str]]]  # the body, the header nam
 
 
 class Receiver:
-    def __init__(self, failures: int = 0) -> None:
-        """``failures``: how many requests it answers 500 first."""
+    def __init__(self, failures: int = 0, tls: ssl.SSLContext | None = None) -> None:
+        """``failures``: how many requests it answers 500 first; ``tls``: serve HTTPS."""
         self.events: list[Event] = []
         self.failures = failures
         self.calls = 0
@@ -42,8 +43,11 @@ class Receiver:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        scheme = "https" if tls is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_port}/hook"
 
     def bodies(self, operation_id: str | None = None) -> list[dict[str, Any]]:
         return [b for b, _ in self.events if operation_id is None or b["operation_id"] == operation_id]
