@@ -72,5 +72,5 @@ def api_command(
         if not _loopback(host):
             raise PgveilError(f"--insecure-local serves without a token: only on a loopback address, not {host}")
         err.print("[yellow]warning:[/yellow] serving without a token (--insecure-local)")
-    settings = ApiSettings(data_dir=data_dir.resolve(), token=token, insecure_local=insecure_local)
+    settings = ApiSettings(data_dir=data_dir.resolve(), token=token)
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")

@@ -31,8 +31,8 @@ from urllib.parse import quote
 import psycopg
 from psycopg import sql
 
-from pgveil import dump_manifest, preflight
-from pgveil.api.runner import JobFailed, Log
+from pgveil import dump_manifest
+from pgveil.api.runner import JobFailed, Log, connect
 from pgveil.errors import PgveilError, server_message
 from pgveil.pg_anon_dicts import (
     MetaDict,
@@ -82,13 +82,6 @@ def _use_password(params: dict[str, Any]) -> None:
         os.environ["PGPASSWORD"] = password
     else:
         os.environ.pop("PGPASSWORD", None)
-
-
-def _connect(url: str) -> psycopg.Connection[Any]:
-    try:
-        return preflight.connect(url, autocommit=True)
-    except PgveilError as e:
-        raise JobFailed("DB_CONNECTION_FAILED", str(e)) from None
 
 
 def _require_pgveil(conn: psycopg.Connection[Any]) -> None:
@@ -304,7 +297,7 @@ def scan(params: dict[str, Any], log: Log) -> dict[str, Any]:
         no_sens_dict=no_sens if no_sens.entries else None,
     )
     url = _url(connection)
-    with _connect(url) as conn:
+    with connect(url, autocommit=True) as conn:
         _require_pgveil(conn)
         for meta in metas:
             try:
@@ -414,7 +407,7 @@ def dump(params: dict[str, Any], log: Log) -> dict[str, Any]:
     replaces = _check_output(output)
     kind = request.get("type") or "dump"
     url = _url(connection)
-    with _connect(url) as conn:
+    with connect(url, autocommit=True) as conn:
         _require_pgveil(conn)
         tables = _user_tables(conn)
         chosen = [exact_pattern(s, t) for s, t in _matching(tables, include)] if include is not None else []
@@ -472,7 +465,7 @@ def _recreate(connection: dict[str, Any], manifest: dump_manifest.Manifest, log:
     name = str(connection["db_name"])
     if name in UNDROPPABLE:
         raise JobFailed("RESTORE_FAILED", f"drop_db does not drop database {name}: restore into another database")
-    with _connect(_url(connection, "postgres")) as conn:
+    with connect(_url(connection, "postgres"), autocommit=True) as conn:
         version = int(conn.execute("SHOW server_version_num").fetchone()[0])  # type: ignore[index]
         if version // 10000 < manifest.source_major:
             raise JobFailed(
@@ -565,7 +558,7 @@ def restore(params: dict[str, Any], log: Log) -> dict[str, Any]:
     if drop:
         _recreate(connection, archive.manifest, log)
     else:
-        with _connect(url) as conn:
+        with connect(url, autocommit=True) as conn:
             if mode != "data" and not options.clean:
                 counts = restore_service.contents(conn)
                 if any(counts.values()):

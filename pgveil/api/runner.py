@@ -21,9 +21,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
+
+from pgveil import preflight
 from pgveil.api.security import redacted, scrub, secrets_of
 from pgveil.api.settings import ApiSettings
-from pgveil.api.store import CANCELLED, ERROR, FINISHED, IN_PROGRESS, QUEUED, SUCCESS, Operation, Store
+from pgveil.api.store import CANCELLED, ERROR, IN_PROGRESS, QUEUED, SUCCESS, Operation, Store
 from pgveil.api.webhooks import Delivery, Webhook, payload
 from pgveil.errors import PgveilError
 
@@ -61,6 +64,15 @@ class JobFailed(PgveilError):
     def __init__(self, error_code: str, message: str) -> None:
         super().__init__(message)
         self.error_code = error_code
+
+
+def connect(url: str, **kwargs: Any) -> psycopg.Connection[Any]:
+    """A job's connection; one that fails is pg_anon's DB_CONNECTION_FAILED, told apart
+    from the job's own failures (preflight's message: where, and the fix)."""
+    try:
+        return preflight.connect(url, **kwargs)
+    except PgveilError as e:
+        raise JobFailed("DB_CONNECTION_FAILED", str(e)) from None
 
 
 @dataclass
@@ -248,10 +260,6 @@ class Runner:
             thread.join(self._settings.cancel_grace + self._settings.delivery_time)
 
 
-def finished(status: str) -> bool:
-    return status in FINISHED
-
-
 __all__ = [
     "CANCELLED",
     "ERROR",
@@ -259,6 +267,7 @@ __all__ = [
     "QUEUED",
     "SUCCESS",
     "JobFailed",
+    "connect",
     "JobSpec",
     "Log",
     "NotCancellable",

@@ -14,9 +14,8 @@ DEFAULT_LIMITS = {"dump": 2, "restore": 2, "sync": 1, "anonymize": 1, "scan": 2,
 class ApiSettings:
     # Files (dumps) live under data_dir/dumps, confined there; operations in data_dir/state.
     data_dir: Path
-    # The bearer token every request must carry; None only with insecure_local.
+    # The bearer token every request must carry; None: none (`pgveil api --insecure-local`).
     token: str | None
-    insecure_local: bool = False
     limits: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
     # Webhook delivery: attempts in all, and the first wait between them (doubling).
     webhook_attempts: int = 5

@@ -137,6 +137,7 @@ def verify(options: VerifyOptions) -> VerifyReport:
                     " change now",
                 )
             )  # fmt: skip
+        source_name = _database(source)
         verify_leaks.use_seed(source, seed)
         columns = verify_leaks.source_columns(source, policy, uncovered)
         with _searching_session(options, seed) as searching:
@@ -178,7 +179,7 @@ def verify(options: VerifyOptions) -> VerifyReport:
     )
     return VerifyReport(
         checked_at=checked_at,
-        source=_database_of(options.source),
+        source=source_name,
         searched=searched,
         policy=policy,
         rules_hash=rules_hash,
@@ -241,11 +242,6 @@ def _database(conn: psycopg.Connection[Any]) -> str:
     row = conn.execute("SELECT pg_catalog.current_database()").fetchone()
     assert row is not None
     return str(row[0])
-
-
-def _database_of(url: str) -> str:
-    with preflight.connect(url, autocommit=True) as conn:
-        return _database(conn)
 
 
 def _text_columns(conn: psycopg.Connection[Any]) -> dict[tuple[str, str, str], bool]:
@@ -314,10 +310,9 @@ def _target_structure(source: psycopg.Connection[Any], target: psycopg.Connectio
     return checks
 
 
-TABLES = """
+TABLES = f"""
 SELECT n.nspname, c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind = 'r' AND n.nspname <> ALL (%(skipped)s)
-  AND n.nspname NOT LIKE 'pg\\_toast%%' AND n.nspname NOT LIKE 'pg\\_temp\\_%%'
+WHERE c.relkind = 'r' AND {verify_leaks.USER_SCHEMA}
 ORDER BY 1, 2
 """
 

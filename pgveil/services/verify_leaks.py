@@ -25,11 +25,17 @@ from pgveil.errors import PgveilError, server_message
 
 FINGERPRINTS = "pgveil_leak_fingerprints"
 
+SKIPPED_SCHEMAS = ("pg_catalog", "information_schema", "veil", "veil_private", "veil_ext", "pgveil_sync")
+# A schema of the database's own data (n: its pg_namespace row; skipped: SKIPPED_SCHEMAS).
+USER_SCHEMA = (
+    "n.nspname <> ALL (%(skipped)s) AND n.nspname NOT LIKE 'pg\\_toast%%' AND n.nspname NOT LIKE 'pg\\_temp\\_%%'"
+)
+
 # The text and JSON columns of a database's own tables (leaf partitions hold the
 # rows), skipping pgveil's schemas: domains are judged by their base type, and
 # arrays of text are searched as their text. The key names a row in the report
 # unless it holds searched text (then the row's place does).
-SEARCHED_COLUMNS = """
+SEARCHED_COLUMNS = f"""
 WITH col AS (
     SELECT n.nspname, c.relname, c.oid AS relid, a.attnum, a.attname,
            coalesce(b.typname, t.typname) IN ('json', 'jsonb') AS is_json,
@@ -42,9 +48,7 @@ WITH col AS (
     JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
     LEFT JOIN pg_catalog.pg_type b ON t.typtype = 'd' AND b.oid = t.typbasetype
     LEFT JOIN pg_catalog.pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'
-    WHERE c.relkind IN ('r', 'm')
-      AND n.nspname <> ALL (%(skipped)s)
-      AND n.nspname NOT LIKE 'pg\\_toast%%' AND n.nspname NOT LIKE 'pg\\_temp\\_%%'
+    WHERE c.relkind IN ('r', 'm') AND {USER_SCHEMA}
 )
 SELECT col.nspname, col.relname, col.attname, col.is_json,
        coalesce((SELECT pg_catalog.array_agg(k.attname ORDER BY x.n)
@@ -53,12 +57,10 @@ SELECT col.nspname, col.relname, col.attname, col.is_json,
                  JOIN pg_catalog.pg_attribute k ON k.attrelid = i.indrelid AND k.attnum = x.attnum
                  WHERE i.indrelid = col.relid AND i.indisprimary
                    AND NOT EXISTS (SELECT FROM col s WHERE s.relid = i.indrelid AND s.searched
-                                   AND s.attnum = ANY (i.indkey))), '{}')
+                                   AND s.attnum = ANY (i.indkey))), '{{}}')
 FROM col WHERE col.searched
 ORDER BY 1, 2, col.attnum
 """
-
-SKIPPED_SCHEMAS = ("pg_catalog", "information_schema", "veil", "veil_private", "veil_ext", "pgveil_sync")
 
 
 @dataclass(frozen=True)

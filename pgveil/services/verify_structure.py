@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pgveil.errors import server_message
+from pgveil.services.verify_leaks import USER_SCHEMA
 
 
 @dataclass(frozen=True)
@@ -65,11 +65,6 @@ class OwnedSequence:
     column_type: str = ""
 
 
-# User schemas only: pgveil's own and the catalogs are not the copy's data.
-_USER_SCHEMA = (
-    "n.nspname <> ALL (%(skipped)s) AND n.nspname NOT LIKE 'pg\\_toast%%' AND n.nspname NOT LIKE 'pg\\_temp\\_%%'"
-)
-
 FOREIGN_KEYS = f"""
 SELECT k.conname, n.nspname, c.relname, k.convalidated,
        ARRAY(SELECT a.attname FROM pg_catalog.unnest(k.conkey) WITH ORDINALITY AS x(attnum, i)
@@ -82,7 +77,7 @@ JOIN pg_catalog.pg_class c ON c.oid = k.conrelid
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_catalog.pg_class p ON p.oid = k.confrelid
 JOIN pg_catalog.pg_namespace pn ON pn.oid = p.relnamespace
-WHERE k.contype = 'f' AND k.conparentid = 0 AND {_USER_SCHEMA}
+WHERE k.contype = 'f' AND k.conparentid = 0 AND {USER_SCHEMA}
 ORDER BY 2, 3, 1
 """
 
@@ -93,7 +88,7 @@ SELECT k.conname, n.nspname, c.relname,
 FROM pg_catalog.pg_constraint k
 JOIN pg_catalog.pg_class c ON c.oid = k.conrelid
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-WHERE k.contype IN ('p', 'u') AND k.conparentid = 0 AND {_USER_SCHEMA}
+WHERE k.contype IN ('p', 'u') AND k.conparentid = 0 AND {USER_SCHEMA}
 ORDER BY 2, 3, 1
 """
 
@@ -107,7 +102,7 @@ JOIN pg_catalog.pg_class c ON c.oid = d.refobjid AND c.relkind IN ('r', 'p')
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = d.refobjsubid
 LEFT JOIN pg_catalog.pg_sequences q ON q.schemaname = sn.nspname AND q.sequencename = s.relname
-WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.deptype IN ('a', 'i') AND {_USER_SCHEMA}
+WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.deptype IN ('a', 'i') AND {USER_SCHEMA}
 ORDER BY 1
 """
 
@@ -246,7 +241,6 @@ def _count(conn: psycopg.Connection[Any], query: sql.Composed) -> Any:
     try:
         with conn.transaction():
             return _scalar(conn, query)
-    except psycopg.Error as e:
-        # The server's message may quote a value: only its first line's class is kept.
-        _ = server_message(e)
+    except psycopg.Error:
+        # Reported as "could not be checked": the server's message may quote a value.
         return None
