@@ -280,6 +280,8 @@ def test_list_filters_and_pages(tmp_path):
         assert client.get("/operation", params={"date_after": "2999-01-01"}, headers=AUTH).json() == []
         bad = client.get("/operation", params={"date_after": "2026-02-01", "date_before": "2026-01-01"}, headers=AUTH)
         assert bad.status_code == 422
+        # The shape the schema documents for every 422.
+        assert bad.json()["detail"][0]["loc"] == ["query", "date_after"]
 
 
 @pytest.mark.parametrize(
@@ -314,7 +316,14 @@ def test_a_422_never_repeats_a_password(tmp_path):
         bad_password_type = client.post(
             "/api/stateless/check_db_connection", json={**body, "user_password": [PASSWORD]}, headers=AUTH
         )
-    assert answer.status_code == 422 and bad_password_type.status_code == 422
+        # libpq would read a value only up to a NUL (a 500 found by the schema's property tests).
+        nul = client.post(
+            "/api/stateless/check_db_connection",
+            json={**body, "port": 5432, "user_login": "u", "user_password": PASSWORD + "\x00'"},
+            headers=AUTH,
+        )
+    assert answer.status_code == 422 and bad_password_type.status_code == 422 and nul.status_code == 422
+    assert PASSWORD not in nul.text and nul.json()["detail"][0]["loc"] == ["body", "user_password"]
     locations = {tuple(e["loc"]) for e in answer.json()["detail"]}
     assert ("body", "user_login") in locations and ("body", "port") in locations
     assert PASSWORD not in answer.text and PASSWORD not in bad_password_type.text

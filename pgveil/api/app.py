@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse
 import pgveil
 from pgveil.api import pg_anon_jobs, pg_anon_sync, pgveil_jobs
 from pgveil.api.context import runner_of, settings_of, store_of
-from pgveil.api.models import COMMON_RESPONSES, ApiError, Detail, api_error_response
+from pgveil.api.models import COMMON_RESPONSES, ApiError, Detail, api_error_response, invalid
 from pgveil.api.runner import NotCancellable, Runner
 from pgveil.api.security import REDACTED, SECRET_FIELDS, check_token, confine, redacted
 from pgveil.api.settings import ApiSettings
@@ -117,7 +117,7 @@ def list_operations(
     kind: str | None = None,
     status_: Annotated[str | None, Query(alias="status", pattern="^(" + "|".join(STATUSES) + ")$")] = None,
     operation_id: str | None = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> dict[str, Any]:
     """Operations, newest first, filtered by kind, status and the caller's operation id."""
@@ -168,9 +168,7 @@ def pg_anon_list(
 ) -> list[str]:
     """The operations' ids, created between the two dates (inclusive)."""
     if date_after and date_before and date_after > date_before:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, detail="`date_after` must be less than or equal to `date_before`"
-        )
+        raise invalid(("query", "date_after"), "`date_after` must be less than or equal to `date_before`")
     found, _ = store_of(request).find(limit=10_000)
     return [
         o.id

@@ -8,11 +8,14 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import HTTPException
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from psycopg.conninfo import make_conninfo
 from pydantic import BaseModel, ConfigDict, Field
 
 from pgveil.api.webhooks import Webhook
+
+NO_NUL = r"^[^\x00]*$"
 
 
 class DbConnectionParams(BaseModel):
@@ -20,9 +23,10 @@ class DbConnectionParams(BaseModel):
     # looked up otherwise fails in the resolver, not as a refused connection).
     host: str = Field(min_length=1, max_length=255, pattern=r"^[!-~]+$")
     port: int = Field(ge=1, le=65535)
-    db_name: str = Field(min_length=1)
-    user_login: str = Field(min_length=1)
-    user_password: str
+    # libpq reads its strings up to a NUL: one inside a value would end it there.
+    db_name: str = Field(min_length=1, pattern=NO_NUL)
+    user_login: str = Field(min_length=1, pattern=NO_NUL)
+    user_password: str = Field(pattern=NO_NUL)
 
     def url(self) -> str:
         """A libpq connection string (never logged: it holds the password)."""
@@ -85,6 +89,12 @@ class ApiError(HTTPException):
 
 def api_error_response(error: ApiError) -> JSONResponse:
     return JSONResponse({"error_code": error.error_code, "message": error.detail}, status_code=error.status_code)
+
+
+def invalid(location: tuple[str, ...], message: str) -> RequestValidationError:
+    """A 422 in the shape FastAPI gives (and the schema documents) every 422, for a
+    check a model cannot make; without the input, which may hold a password."""
+    return RequestValidationError([{"type": "value_error", "loc": location, "msg": message}])
 
 
 def success(content: Any) -> dict[str, Any]:

@@ -26,13 +26,12 @@ from typing import Any, Literal
 
 import psycopg
 from fastapi import APIRouter, Request, Response, status
-from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
 
 from pgveil import preflight
 from pgveil.api import pgveil_job_functions as jobs
 from pgveil.api.context import dumps_path, runner_of
-from pgveil.api.models import ApiError, DbConnectionParams, WebhookFields, success
+from pgveil.api.models import ApiError, DbConnectionParams, WebhookFields, invalid, success
 from pgveil.api.runner import JobSpec
 from pgveil.api.security import scrub, secrets_of
 from pgveil.api.store import Operation
@@ -129,12 +128,6 @@ class AuditRequest(DatabaseRequest):
     policies: list[str] | None = Field(default=None, description="Default: every policy.")
 
 
-def _invalid(field: str | None, message: str) -> RequestValidationError:
-    """A 422 as FastAPI words one, without the input (it may hold a password)."""
-    loc = ["body", field] if field else ["body"]
-    return RequestValidationError([{"type": "value_error", "loc": loc, "msg": message}])
-
-
 def _submit(
     request: Request, response: Response, body: JobFields, kind: str, function: Callable[..., Any],
     params: dict[str, Any], result_keys: tuple[str, ...],
@@ -165,7 +158,7 @@ def sync(request: Request, response: Response, body: SyncRequest) -> dict[str, A
     try:
         sync_service.check_options(jobs.sync_options(fields))
     except PgveilError as e:
-        raise _invalid(None, str(e)) from None
+        raise invalid(("body",), str(e)) from None
     params = {
         "source": body.db_connection_params.url(),
         "target": body.target_connection_params.url(),
@@ -181,11 +174,12 @@ def verify(request: Request, response: Response, body: VerifyRequest) -> dict[st
     could verify; ``result`` says ``pass`` or ``fail``."""
     if body.role is not None or body.role_connection_params is not None:
         if body.target_connection_params is not None or body.archive_path is not None:
-            raise _invalid(
-                "role", "a role is verified in the source database: no target_connection_params or archive_path"
+            raise invalid(
+                ("body", "role"),
+                "a role is verified in the source database: no target_connection_params or archive_path",
             )
         if body.role_connection_params is None:
-            raise _invalid("role_connection_params", "how the role logs in is required to verify a role")
+            raise invalid(("body", "role_connection_params"), "how the role logs in is required to verify a role")
         role_params = {
             "admin": body.db_connection_params.url(),
             "role": body.role or body.role_connection_params.user_login,
@@ -193,7 +187,9 @@ def verify(request: Request, response: Response, body: VerifyRequest) -> dict[st
         }
         return _submit(request, response, body, "verify", jobs.verify_role_job, role_params, jobs.VERIFY_ROLE_KEYS)
     if (body.target_connection_params is None) == (body.archive_path is None):
-        raise _invalid("target_connection_params", "verify one copy: give target_connection_params or archive_path")
+        raise invalid(
+            ("body", "target_connection_params"), "verify one copy: give target_connection_params or archive_path"
+        )
     archive = None
     if body.archive_path is not None:
         archive = dumps_path(request, body.archive_path)
@@ -214,8 +210,8 @@ def anonymize(request: Request, response: Response, body: AnonymizeRequest) -> d
     anonymize``): ``confirm`` must be the database's name. ``dry_run`` plans only."""
     name = body.db_connection_params.db_name
     if not body.dry_run and body.confirm != name:
-        raise _invalid(
-            "confirm",
+        raise invalid(
+            ("body", "confirm"),
             f"anonymize rewrites the rows of database {name!r} irreversibly: set confirm to {name!r} to go on"
             " (or dry_run to see the plan)",
         )
