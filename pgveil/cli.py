@@ -19,6 +19,7 @@ from rich.table import Table
 from pgveil import (
     cli_api,
     cli_audit,
+    cli_change_log,
     cli_dump,
     cli_report,
     cli_restore,
@@ -203,7 +204,8 @@ def status_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Policies, masked roles and tables, streams, and problems (exit 1 when there are any)."""
+    """Policies, masked roles and tables, streams, and problems (exit 1 when there are any,
+    a broken or stale stream included)."""
     with preflight.connect(target_url(database_url)) as conn:
         report = masking.status(conn)
     if as_json:
@@ -232,9 +234,9 @@ def _print_status(report: masking.StatusReport) -> None:
             continue
         table = Table(title=f"{title} ({len(rows)})", title_justify="left")
         for column in rows[0]:
-            table.add_column(column.replace("_", " "))
+            table.add_column(column.replace("_", " "), overflow="fold")
         for row in rows:
-            table.add_row(*(escape(str(v)) for v in row.values()))
+            table.add_row(*(escape("-" if v is None else str(v)) for v in row.values()))
         out.print(table)
     out.print(f"refresh after DDL: {report.refresh_after_ddl}")
 
@@ -243,15 +245,46 @@ def _print_status(report: masking.StatusReport) -> None:
 @reports_errors
 def refresh_command(
     policy: Annotated[
-        str | None, typer.Option(help="One policy; default: every policy delivered through views.")
+        str | None, typer.Option(help="One policy; default: every policy delivered through views or as a copy.")
     ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Rows per committed batch of a stream's backfill.")] = 10_000,
+    as_json: Annotated[bool, typer.Option("--json", help="Print what was done as JSON.")] = False,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Rebuild mask views and re-apply masked roles (after DDL where pgveil has no event triggers)."""
-    with preflight.connect(target_url(database_url)) as conn:
-        rebuilt = masking.refresh(conn, policy)
-    for name, count in rebuilt.items():
-        out.print(f"{name}: {count} view(s) rebuilt")
+    """Rebuild mask views and re-apply masked roles (after DDL where pgveil has no event triggers);
+    rebuild and backfill streams that DDL broke or left stale, and drop the copies of dropped tables.
+    Exit 1 when a stream could not be repaired."""
+    with (
+        preflight.connect(target_url(database_url), autocommit=True) as conn,
+        Progress(*PROGRESS_COLUMNS, console=err, disable=as_json, transient=True) as bar,
+    ):
+        tasks: dict[str, Any] = {}
+
+        def backfilled(source: str, rows: int) -> None:
+            if source not in tasks:
+                tasks[source] = bar.add_task(f"backfill {escape(source)}", total=None)
+            bar.advance(tasks[source], rows)
+
+        report = masking.refresh_all(conn, policy, batch_size, backfilled)
+    if as_json:
+        print(json.dumps(report.as_dict(), default=str, indent=2))
+    else:
+        for name, count in report.views.items():
+            out.print(f"{escape(name)}: {count} view(s) rebuilt")
+        if report.views_error is not None:
+            out.print(
+                f"[red]mask views not rebuilt:[/red] {escape(report.views_error)}", highlight=False, soft_wrap=True
+            )
+        for stream in report.streams:
+            if stream.action == "rebuilt":
+                done = f"{stream.problem} stream rebuilt, {stream.rows:,} rows backfilled into {escape(stream.target)}"
+            elif stream.action == "copy dropped":
+                done = "its source table was dropped; the stream and the copy are gone"
+            else:
+                done = f"[red]{stream.problem} stream not repaired:[/red] {escape(stream.error or '')}"
+            out.print(f"{escape(stream.source)}: {done}", highlight=False, soft_wrap=True)
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 def _attach_demo_commands(cli: typer.Typer) -> bool:
@@ -277,4 +310,5 @@ cli_sync.register(app)
 cli_verify.register(app)
 cli_api.register(app)
 app.add_typer(cli_report.report_app, name="report")
+app.add_typer(cli_change_log.change_log_app, name="change-log")
 _attach_demo_commands(app)

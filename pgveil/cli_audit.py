@@ -28,7 +28,8 @@ def register(app: typer.Typer) -> None:
         database_url: DatabaseUrl = None,
     ) -> None:
         """Exit 1 with a list when a covered table has a column without a rule, a rule no longer
-        validates, a masked role or consumer can read raw data, or a stream needs a backfill."""
+        validates, a masked role or consumer can read raw data, or a stream needs a backfill, is
+        broken or stale after DDL (pgveil refresh repairs it) or streams a dropped table."""
         with preflight.connect(target_url(database_url)) as conn:
             report = audit_service.audit(conn, policy or None)
         if as_json:

@@ -29,6 +29,7 @@ CLI_MODULES = {
     "cli_sync",
     "cli_verify",
     "cli_verify_html",
+    "cli_change_log",
     "cli_report",
     "cli_api",
     "api",

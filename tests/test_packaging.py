@@ -29,6 +29,7 @@ TOOLKIT_COMMANDS = (
     "sync",
     "verify",
     "report",
+    "change-log",
     "api",
     "backfill",
     "rotate-key",

@@ -2,9 +2,12 @@
 
 Coverage (``veil.coverage_problems``: columns of covered tables without a rule,
 rules that no longer validate), masking (``veil.masking_problems``: stale views,
-raw access, search_path, owner cannot read, consumer reads a source) and
-streams whose sanitized copy needs a backfill (``veil.streams``). Read only;
-the caller must be a governor (the toolkit owner, a member, or a superuser).
+raw access, search_path, owner cannot read, consumer reads a source), streams
+whose sanitized copy needs a backfill, and streams that stopped following their
+source (broken or stale after DDL, or of a dropped table: ``veil.streams``;
+``pgveil refresh`` repairs them), and pgveil publications that hold a table that is
+not a sanitized copy, miss a copy, or do not publish erasures. Read only; the caller must be a governor (the
+toolkit owner, a member, or a superuser).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
+
+from pgveil.services.masking import STREAM_PROBLEMS
 
 COVERAGE = "SELECT policy, problem, object, detail FROM veil.coverage_problems(%(policies)s::text[])"
 MASKING = (
@@ -27,7 +32,23 @@ BACKFILL = (
     " format('its sanitized copy %%s lacks rows or columns until it is backfilled;"
     " pgveil backfill %%s (or CALL veil.backfill(%%L)) fixes it', target, source, source::text) AS detail"
     " FROM veil.streams WHERE needs_backfill"
+    # A broken or stale stream, or one of a dropped table, is reported once, with refresh as its fix.
+    " AND source_exists AND broken_at IS NULL AND NOT stale"
     " AND (%(policies)s::text[] IS NULL OR policy = ANY (%(policies)s::text[])) ORDER BY 1, 3"
+)
+# pgveil publications that could carry a raw table to subscribers, or miss a copy or
+# its erasures (where no event trigger refuses the ALTER PUBLICATION that did it).
+PUBLICATIONS = (
+    "SELECT NULL::text AS policy, 'publication: ' || problem AS problem,"
+    " quote_ident(publication) || coalesce(' ' || \"table\", '') AS object,"
+    " CASE problem"
+    " WHEN 'not a sanitized copy' THEN 'a pgveil publication holds sanitized copies only, and its subscribers"
+    " receive this one''s rows; SELECT veil_private.sync_publications() removes it'"
+    " WHEN 'sanitized copy not published' THEN 'its subscribers miss this copy''s changes, erasures included;"
+    " SELECT veil_private.sync_publications() adds it'"
+    " ELSE 'erasure (deletes, truncates) does not reach its subscribers;"
+    " SELECT veil_private.sync_publications() restores every kind of change' END AS detail"
+    " FROM veil_private.publication_problems() ORDER BY 3, 2"
 )
 CHOSEN_POLICIES = (
     "SELECT policy FROM veil.policies WHERE %(policies)s::text[] IS NULL OR policy = ANY (%(policies)s::text[])"
@@ -79,7 +100,7 @@ def audit(conn: psycopg.Connection[Any], policies: Sequence[str] | None = None) 
         # Relation names print schema-qualified (for this transaction only).
         cur.execute("SET LOCAL search_path = pg_catalog")
         rows: list[dict[str, Any]] = []
-        for query in (COVERAGE, MASKING, BACKFILL):
+        for query in (COVERAGE, MASKING, BACKFILL, STREAM_PROBLEMS, PUBLICATIONS):
             rows.extend(cur.execute(query, params).fetchall())
         names = [r["policy"] for r in cur.execute(CHOSEN_POLICIES, params).fetchall()]
         counts = cur.execute(COVERED, params).fetchone()
