@@ -9,6 +9,7 @@ Importing this module registers them, after which a revision can write::
     op.stream_table("public.customer")
     with op.get_context().autocommit_block():
         op.backfill_table("public.customer")
+    op.publish_sanitized("pgveil_sanitized")
 
 Like Alembic's own operations they are reversible: an operation carries the
 state it replaces (``previous_label``), and ``reverse()`` gives the operation
@@ -180,3 +181,36 @@ def _backfill_table(operations: Operations, operation: BackfillTableOp) -> None:
             source=operation.source, batch_size=operation.batch_size
         )
     )
+
+
+@Operations.register_operation("publish_sanitized")
+class PublishSanitizedOp(MigrateOperation):
+    """Publish every sanitized copy for logical replication (reverse: drop the publication).
+
+    The publication holds the copies and nothing else, and follows later
+    ``stream_table``/``unstream_table`` by itself (docs/replication.md).
+    """
+
+    def __init__(self, name: str = "pgveil_sanitized", remove: bool = False) -> None:
+        self.name = name
+        self.remove = remove
+
+    @classmethod
+    def publish_sanitized(cls, operations: Operations, name: str = "pgveil_sanitized") -> None:
+        operations.invoke(cls(name))
+
+    @classmethod
+    def unpublish_sanitized(cls, operations: Operations, name: str = "pgveil_sanitized") -> None:
+        operations.invoke(cls(name, remove=True))
+
+    def reverse(self) -> PublishSanitizedOp:
+        return PublishSanitizedOp(self.name, remove=not self.remove)
+
+
+Operations.register_operation("unpublish_sanitized", "unpublish_sanitized")(PublishSanitizedOp)
+
+
+@Operations.implementation_for(PublishSanitizedOp)
+def _publish_sanitized(operations: Operations, operation: PublishSanitizedOp) -> None:
+    function = "veil.unpublish_sanitized" if operation.remove else "veil.publish_sanitized"
+    operations.execute(text(f"SELECT {function}(:name)").bindparams(name=operation.name))
