@@ -4,9 +4,9 @@ In a database of its own with the demo application (bench/harness.py), after
 seeding 100,000 customers as role app:
 
 1. latency: the loader at 500 writes/s for 30 s while the consumer follows
-   sanitized.* (the change feed, then key lookups); for every customer row it
-   fetches, the time from the start of the writer's transaction (last_update)
-   to the fetch. Target: p95 <= 200 ms. Beside it, in the same run, the common
+   sanitized.* (the change log, woken by the change feed, then key lookups);
+   for every customer row it fetches, the time from the start of the writer's
+   transaction (last_update) to the fetch. Target: p95 <= 50 ms. Beside it, in the same run, the common
    alternative: a poller reading sanitized.customer by last_update every 2 s.
 2. throughput: the loader as fast as it goes for 30 s (default mix, 4
    connections, 20 writes per transaction) with streaming on, then again
@@ -35,7 +35,7 @@ import psycopg
 from harness import bench_database, report
 from psycopg import sql
 
-from consumer.follow import Change, Follower
+from consumer.follow import Change, Follower, skip_to_now
 from demo.flow import login_urls
 from loader.fakes import Fakes
 from loader.runner import percentiles
@@ -87,6 +87,9 @@ def latency(app: str, consumer: str, seconds: int) -> bool:
         )
 
     stop = threading.Event()
+    # From now on: the seed's change-log entries are behind the consumer.
+    with psycopg.connect(consumer, autocommit=True) as conn:
+        skip_to_now(conn)
     follower = Follower(lambda: psycopg.connect(consumer, autocommit=True), arrived, stop)
     following = threading.Thread(target=follower.run, daemon=True)
     poller = Poller(consumer, 2.0, stop)
@@ -104,8 +107,8 @@ def latency(app: str, consumer: str, seconds: int) -> bool:
     )
     p50, p95 = percentiles(lags, 0.5, 0.95)
     poll50, poll95 = percentiles(poller.lags, 0.5, 0.95)
-    report("  consumer (change feed) lag p50", 1000 * p50, " ms", "", True)
-    ok = report("  consumer (change feed) lag p95", 1000 * p95, " ms", "<= 200ms", p95 <= 0.2)
+    report("  consumer (change log) lag p50", 1000 * p50, " ms", "", True)
+    ok = report("  consumer (change log) lag p95", 1000 * p95, " ms", "<= 50ms", p95 <= 0.05)
     report("  poller every 2 s lag p50", 1000 * poll50, " ms", "", True)
     report("  poller every 2 s lag p95", 1000 * poll95, " ms", "", True)
     report("  poller p95 / consumer p95", poll95 / p95, "x", "", True)

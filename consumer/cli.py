@@ -14,7 +14,7 @@ from rich.logging import RichHandler
 from rich.markup import escape
 
 from consumer import boundary, output
-from consumer.follow import Follower
+from consumer.follow import Follower, first_line
 
 out = Console()
 err = Console(stderr=True)
@@ -30,17 +30,25 @@ def consume(
             help="postgresql:// URL of a consumer role (the demo's: consumer).",
         ),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per changed row.")] = False,
-    duration: Annotated[float | None, typer.Option(help="Stop after this many seconds.", min=0)] = None,
-    margin: Annotated[
-        float,
+    as_json: Annotated[
+        bool,
         typer.Option(
-            help="After a reconnect, re-read rows changed up to this many seconds before the newest seen.", min=0
+            "--json",
+            help="One JSON object per changed row: position, table, op (upsert, delete, truncate), key, row.",
         ),
-    ] = 5.0,
+    ] = False,
+    duration: Annotated[float | None, typer.Option(help="Stop after this many seconds.", min=0)] = None,
+    resync: Annotated[
+        bool,
+        typer.Option(
+            "--resync",
+            help="Start with a full re-read: a truncate and every row of each copy, then the changes from now on.",
+        ),
+    ] = False,
 ) -> None:
-    """Follow the sanitized copies: print each change as it arrives (after proving this
-    role cannot read the raw tables), and catch up after a dropped connection."""
+    """Follow the sanitized copies through pgveil's change log: print each change (after
+    proving this role cannot read the raw tables), resuming after the position this role
+    acknowledged last, so that nothing is missed across reconnects and restarts."""
     if not database_url:
         _fail(
             "no database URL: pass --database-url or set DATABASE_URL to a consumer role "
@@ -69,12 +77,16 @@ def consume(
         output.printer(out, as_json),
         stop,
         on_boundary=report,
-        margin=margin,
+        resync=resync,
     )
     try:
         follower.run()
     except boundary.BoundaryError as exc:
         _fail(f"refusing to run: {exc}")
+    except psycopg.Error as exc:
+        # Not a lost connection (those are retried): e.g. a role that is not a
+        # registered consumer. pgveil's messages carry no raw value.
+        _fail(f"{first_line(exc)} (SQLSTATE {exc.sqlstate})")
     except KeyboardInterrupt:
         pass
     finally:

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from consumer.boundary import Boundary
-from consumer.follow import Change, Follower
+from consumer.follow import Change, Follower, skip_to_now
 from demo import roles as demo_roles
 from loader import runner, seed
 from loader.fakes import Fakes
@@ -62,12 +62,14 @@ class Arrivals:
             self.changes[(change.table, change.op)] += rows
             self.total[(change.table, change.op)] += rows
             # Every customer write sets last_update to its transaction's start:
-            # an upper bound of the time from commit to fetch.
-            self.lags.extend(
-                change.fetched_at - row["last_update"].timestamp()
-                for row in change.rows
-                if row.get("last_update") is not None
-            )
+            # an upper bound of the time from commit to fetch (rows re-read whole
+            # are not new writes).
+            if not change.catch_up:
+                self.lags.extend(
+                    change.fetched_at - row["last_update"].timestamp()
+                    for row in change.rows
+                    if row.get("last_update") is not None
+                )
 
     def take(self) -> Counter[tuple[str, str]]:
         with self.lock:
@@ -150,6 +152,9 @@ def _traffic(urls: dict[str, str], fakes: Fakes, out: Console) -> Arrivals:
     def boundary_report(b: Boundary) -> None:
         out.print(f"consumer connected as {b.role}: cannot read {', '.join(b.refused)} (permission denied)")
 
+    # The demo's consumer starts from now: the seed and backfill are behind it.
+    with psycopg.connect(urls["consumer"], autocommit=True) as conn:
+        skip_to_now(conn)
     follower = Follower(
         lambda: psycopg.connect(urls["consumer"], autocommit=True),
         arrivals.add,
