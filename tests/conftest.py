@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import secrets
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, urlsplit
@@ -73,6 +74,24 @@ def pg_server():
     state = sandbox.start(root)
     try:
         yield Server("127.0.0.1", state.port, sandbox.SUPERUSER, state.password)
+    finally:
+        sandbox.stop(root)
+        root.rmdir()
+
+
+@pytest.fixture
+def own_server() -> Iterator[tuple[Path, str]]:
+    """A server of the test's own, with the toolkit and the demo, to restart under
+    the feet of a program it runs; yields its sandbox directory and URL."""
+    root = Path(tempfile.mkdtemp(prefix="pgveil-restart-"))
+    state = sandbox.start(root)
+    try:
+        with psycopg.connect(state.url, autocommit=True) as admin:
+            # The sandbox acknowledges commits before they are durable (a
+            # crash would undo acknowledged commits); test as production runs.
+            admin.execute("ALTER DATABASE postgres SET synchronous_commit = on")
+        migrate.upgrade(state.url, with_demo=True)
+        yield root, state.url
     finally:
         sandbox.stop(root)
         root.rmdir()

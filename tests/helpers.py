@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import secrets
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -166,3 +169,9 @@ def scratch_database(db: Database) -> Iterator[str]:
             yield db.server.url(name)
         finally:
             maintenance.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def pgveil(*args: str) -> subprocess.CompletedProcess[str]:
+    """The `pgveil` command as a user runs it (without $DATABASE_URL: tests pass --database-url)."""
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    return subprocess.run([sys.executable, "-m", "pgveil", *args], env=env, capture_output=True, text=True, timeout=300)

@@ -4,10 +4,7 @@ acknowledgements, retention."""
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
-import sys
 import threading
 import time
 from datetime import timedelta
@@ -16,7 +13,7 @@ import psycopg
 import pytest
 
 from pgveil import migrate
-from tests.helpers import seed
+from tests.helpers import pgveil, seed
 
 INSERT = (
     "INSERT INTO customer (store_id, first_name, last_name, email, address_id)"
@@ -371,11 +368,6 @@ def test_governor_functions_are_refused_to_consumers(consumer):
         ):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(call)
-
-
-def pgveil(*args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    return subprocess.run([sys.executable, "-m", "pgveil", *args], env=env, capture_output=True, text=True, timeout=300)
 
 
 def test_the_change_log_commands(demo, consumer):

@@ -2,16 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
-from tests.helpers import assert_copies_equal_transform, seed
-
-
-def pgveil(*args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    return subprocess.run([sys.executable, "-m", "pgveil", *args], env=env, capture_output=True, text=True, timeout=300)
+from tests.helpers import assert_copies_equal_transform, pgveil, seed
 
 
 def test_backfill_command(demo):

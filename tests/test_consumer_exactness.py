@@ -29,7 +29,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from demo.flow import login_urls
-from pgveil import migrate, sandbox
+from pgveil import sandbox
 from tests.helpers import login, seed
 
 REPO = Path(__file__).resolve().parents[1]
@@ -426,23 +426,6 @@ def test_a_consumer_killed_at_random_points_ends_exact(demo, runs_dir):
         assert raw not in printed and raw not in consumer.stderr()
 
 
-@pytest.fixture
-def own_server() -> Iterator[tuple[Path, str]]:
-    """A server of this test's own, to restart under the consumer's feet."""
-    root = Path(tempfile.mkdtemp(prefix="pgveil-consumer-restart-"))
-    state = sandbox.start(root)
-    try:
-        with psycopg.connect(state.url, autocommit=True) as admin:
-            # The sandbox acknowledges commits before they are durable; an
-            # immediate restart would undo commits the consumer had read.
-            admin.execute("ALTER DATABASE postgres SET synchronous_commit = on")
-        migrate.upgrade(state.url, with_demo=True)
-        yield root, state.url
-    finally:
-        sandbox.stop(root)
-        root.rmdir()
-
-
 def write_through_restarts(
     url: str, operations: int, written: dict[str, set[int]], errors: list[BaseException]
 ) -> None:
@@ -672,7 +655,7 @@ def test_one_consumer_cannot_read_or_acknowledge_for_another(demo, consumer_conn
         "SELECT veil.set_change_log_retention('1 second')",
         "CALL veil.trim_change_log()",
         "SELECT veil.grant_consumer(current_user)",
-        "SELECT veil_private.log_change('customer', 'truncate', 0, NULL)",
+        "SELECT veil_private.log_change('public.customer', 'truncate', 0, NULL)",
     ],
 )
 def test_a_consumer_cannot_reach_the_log_itself(consumer_conn, attempt):

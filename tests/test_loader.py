@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import random
-import tempfile
 import threading
 import time
 from array import array
 from collections import Counter
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -20,7 +18,7 @@ from demo.flow import login_urls
 from loader import runner
 from loader.fakes import Fakes
 from loader.mix import DEFAULT_MIX, KINDS, MixError, parse_mix
-from pgveil import migrate, sandbox
+from pgveil import sandbox
 from pgveil.cli import app
 from tests.helpers import login
 
@@ -332,23 +330,6 @@ def test_a_committed_xid_counts_only_the_batch_that_wrote(demo, app_url, kind):
         assert settled._after_reconnect(conn, batch) is None
         assert settled.stats.confirmed == 1 and settled.stats.retried == 0
         assert settled.stats.events == batch.events == Counter({kind: batch.events[kind]}) and batch.events[kind]
-
-
-@pytest.fixture
-def own_server():
-    """A server of this test's own, to restart under the loader's feet."""
-    root = Path(tempfile.mkdtemp(prefix="pgveil-restart-"))
-    state = sandbox.start(root)
-    try:
-        with psycopg.connect(state.url, autocommit=True) as admin:
-            # The sandbox acknowledges commits before they are durable (a
-            # crash would undo acknowledged commits); test as production runs.
-            admin.execute("ALTER DATABASE postgres SET synchronous_commit = on")
-        migrate.upgrade(state.url, with_demo=True)
-        yield root, state.url
-    finally:
-        sandbox.stop(root)
-        root.rmdir()
 
 
 @pytest.mark.slow

@@ -4,10 +4,8 @@ proposals that psql applies, pg_anon dictionaries, and scans that meet trouble."
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import psycopg
@@ -16,14 +14,10 @@ import pytest
 from pgveil.errors import PgveilError
 from pgveil.pg_anon_dicts import parse_meta_dict
 from pgveil.services import scan, scan_output
+from tests.helpers import pgveil
 
 # A value planted in the data that must never appear in any output.
 PLANTED = "planted.secret.person@very-private.example"
-
-
-def pgveil(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    return subprocess.run([sys.executable, "-m", "pgveil", *args], env=env, capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.parametrize(

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -15,6 +12,7 @@ import pytest
 
 from pgveil import migrate
 from tests.conftest import Database
+from tests.helpers import pgveil
 
 SHOP = """
 CREATE TABLE public.customer (
@@ -358,11 +356,6 @@ def test_user_triggers_do_not_fire_and_keep_their_state(shop):
     assert shop.execute(
         "SELECT tgname, tgenabled FROM pg_trigger WHERE tgrelid = 'customer'::regclass AND NOT tgisinternal ORDER BY 1"
     ).fetchall() == [("customer_audit", "O"), ("customer_replica", "R")]
-
-
-def pgveil(*args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    return subprocess.run([sys.executable, "-m", "pgveil", *args], env=env, capture_output=True, text=True, timeout=300)
 
 
 def test_cli_dry_run_changes_nothing_then_anonymizes(shop):

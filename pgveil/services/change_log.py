@@ -47,7 +47,7 @@ def status(conn: psycopg.Connection[Any]) -> ChangeLogStatus:
         row = cur.execute("SELECT * FROM veil.change_log_status()").fetchone()
         assert row is not None
         consumers = [
-            ConsumerPosition(**{**c, "role": str(c["role"])})
+            ConsumerPosition(**c)
             for c in cur.execute(
                 "SELECT role::text AS role, position, acknowledged_at, registered_at, behind_retention"
                 " FROM veil.change_consumers ORDER BY role::text"

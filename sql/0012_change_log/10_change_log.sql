@@ -78,16 +78,21 @@ BEGIN
 END
 $$;
 
--- A log entry written by a backfill batch, a re-tokenization step or a
--- broken stream (the stream triggers insert theirs directly: a call costs
--- them more than the insert).
-CREATE FUNCTION veil_private.log_change(copy text, op text, rows bigint, keys json)
+-- A log entry for the stream of source, written by a backfill batch, a
+-- re-tokenization step, a repair or a broken stream, if the stream's policy
+-- keeps a change log (the stream triggers insert theirs directly: a call
+-- costs them more than the insert).
+CREATE FUNCTION veil_private.log_change(source regclass, op text, rows bigint, keys json)
 RETURNS void
 LANGUAGE sql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
     INSERT INTO veil_private.change_log (copy, op, rows, keys)
-    VALUES (log_change.copy, log_change.op, log_change.rows, log_change.keys)
+    SELECT c.relname, log_change.op, log_change.rows, log_change.keys
+    FROM veil_private.streams s
+    JOIN veil_private.policies p ON p.name = s.policy
+    JOIN pg_catalog.pg_class c ON c.oid = s.target
+    WHERE s.source = log_change.source AND p.change_log
 $$;
 
 CREATE FUNCTION veil.set_change_log_retention(max_age interval)
@@ -201,7 +206,7 @@ $$;
 COMMENT ON FUNCTION veil.change_log_status() IS 'Size and retention of the change log.';
 
 REVOKE ALL ON FUNCTION veil_private.change_log_horizon(), veil_private.position_text(xid8, bigint),
-    veil_private.parse_position(text), veil_private.log_change(text, text, bigint, json),
+    veil_private.parse_position(text), veil_private.log_change(regclass, text, bigint, json),
     veil.set_change_log_retention(interval), veil_private.trim_change_log_batch(integer),
     veil.change_log_status() FROM PUBLIC;
 REVOKE ALL ON PROCEDURE veil.trim_change_log(integer, bigint) FROM PUBLIC;

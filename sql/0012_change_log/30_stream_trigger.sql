@@ -115,11 +115,30 @@ BEGIN{{guard_begin}}
 END
 $body$::text $template$;
 
+-- Errors about the transaction rather than a stream's work (serialization
+-- failures, deadlocks, resources, cancellation, shutdown, internal errors):
+-- a stream under on_ddl = 'break' lets them fail the statement as usual.
+CREATE FUNCTION veil_private.fails_the_transaction(sqlstate text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT pg_catalog.left(sqlstate, 2) IN ('40', '53', '54', '57', '58', 'XX') $$;
+
+-- The copy's key columns of a copy row t, as RETURNING lists them.
+CREATE FUNCTION veil_private.copy_key_columns(source oid)
+RETURNS text
+LANGUAGE sql STABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_catalog.string_agg('t.' || pg_catalog.quote_ident(c.name), ', ' ORDER BY c.attnum)
+    FROM veil_private.streams s, veil_private.copy_columns(s.source, s.policy) c
+    WHERE s.source = copy_key_columns.source AND c.is_key
+$$;
+
 -- The break-mode guard around the trigger's work. A stream already broken
 -- does nothing. Errors of the kinds DDL causes (and any other of its own
--- work) mark it broken instead of failing the write; errors that are about
--- the transaction rather than the stream (serialization failures,
--- deadlocks, resources, cancellation, shutdown) still propagate.
+-- work) mark it broken instead of failing the write; errors that fail the
+-- transaction still propagate.
 CREATE FUNCTION veil_private.break_mode_guard(source oid)
 RETURNS jsonb
 LANGUAGE sql IMMUTABLE STRICT
@@ -133,7 +152,7 @@ AS $$
     BEGIN$guard$, source),
         'guard_end', pg_catalog.format($guard$
     EXCEPTION WHEN OTHERS THEN
-        IF pg_catalog.left(SQLSTATE, 2) IN ('40', '53', '54', '57', '58', 'XX') THEN
+        IF veil_private.fails_the_transaction(SQLSTATE) THEN
             RAISE;
         END IF;
         PERFORM veil_private.mark_stream_broken(%s, SQLSTATE);
@@ -151,7 +170,6 @@ DECLARE
     p veil_private.policies;
     key_exprs text;
     key_match text;
-    key_returning text;
     key_count bigint;
     raw_key_match text;
 BEGIN
@@ -159,9 +177,8 @@ BEGIN
     SELECT * INTO p FROM veil_private.policies WHERE name = s.policy;
     SELECT pg_catalog.string_agg(c.expression || ' AS ' || pg_catalog.quote_ident(c.name), ', ' ORDER BY c.attnum),
            pg_catalog.string_agg(pg_catalog.format('t.%1$I = gone.%1$I', c.name), ' AND ' ORDER BY c.attnum),
-           pg_catalog.string_agg('t.' || pg_catalog.quote_ident(c.name), ', ' ORDER BY c.attnum),
            count(*)
-    INTO key_exprs, key_match, key_returning, key_count
+    INTO key_exprs, key_match, key_count
     FROM veil_private.copy_columns(s.source, s.policy) c
     WHERE c.is_key;
     IF key_count IS DISTINCT FROM (SELECT i.indnkeyatts::bigint FROM pg_catalog.pg_index i WHERE i.indrelid = s.source AND i.indisprimary) THEN
@@ -181,7 +198,7 @@ BEGIN
         'copy_key', key_exprs,
         'key_join', veil_private.key_join(),
         'copy_key_match', key_match,
-        'copy_key_columns', key_returning,
+        'copy_key_columns', veil_private.copy_key_columns(s.source),
         'insert_rows', veil_private.copy_write(s.source, 'new_rows', false),
         'upsert_rows', veil_private.copy_write(s.source, 'new_rows', true),
         'source_key_match', raw_key_match)
@@ -252,4 +269,5 @@ BEGIN
 END
 $$;
 
-REVOKE ALL ON FUNCTION veil_private.break_mode_guard(oid), veil_private.stream_trigger_body(oid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION veil_private.fails_the_transaction(text), veil_private.copy_key_columns(oid),
+    veil_private.break_mode_guard(oid), veil_private.stream_trigger_body(oid) FROM PUBLIC;

@@ -18,19 +18,14 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     copy name;
-    logged boolean;
 BEGIN
     UPDATE veil_private.streams s SET broken_at = pg_catalog.now(), broken_sqlstate = mark_stream_broken.sqlstate
     WHERE s.source = mark_stream_broken.source AND s.broken_at IS NULL
-    RETURNING (SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid = s.target),
-              (SELECT p.change_log FROM veil_private.policies p WHERE p.name = s.policy)
-    INTO copy, logged;
+    RETURNING (SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid = s.target) INTO copy;
     IF copy IS NULL THEN
         RETURN;  -- another statement of this transaction marked it
     END IF;
-    IF logged THEN
-        PERFORM veil_private.log_change(copy, 'broken', 0, NULL);
-    END IF;
+    PERFORM veil_private.log_change(source, 'broken', 0, NULL);
     RAISE WARNING 'pgveil: the stream into sanitized.% stopped (SQLSTATE %) after a change to its source table; the write went through', copy, sqlstate
         USING HINT = 'pgveil refresh rebuilds and backfills it.';
 END
@@ -91,18 +86,14 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     s veil_private.streams;
-    logged boolean;
 BEGIN
     PERFORM veil.require_governor();
     SELECT * INTO s FROM veil_private.streams WHERE streams.source = rebuild_broken_stream.source FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'pgveil: % is not a stream''s source', source USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    SELECT p.change_log INTO logged FROM veil_private.policies p WHERE p.name = s.policy;
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.oid = s.source) THEN
-        IF logged THEN
-            PERFORM veil_private.log_change((SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid = s.target), 'truncate', 0, NULL);
-        END IF;
+        PERFORM veil_private.log_change(s.source, 'truncate', 0, NULL);
         DELETE FROM veil_private.streams WHERE streams.source = s.source;
         -- Emptied first: subscribers of a publication receive the TRUNCATE, not the DROP.
         EXECUTE pg_catalog.format('TRUNCATE %s', s.target::regclass);
@@ -112,9 +103,7 @@ BEGIN
     END IF;
     PERFORM veil_private.build_stream(s.source);
     EXECUTE pg_catalog.format('TRUNCATE %s', s.target::regclass);
-    IF logged THEN
-        PERFORM veil_private.log_change((SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid = s.target), 'truncate', 0, NULL);
-    END IF;
+    PERFORM veil_private.log_change(s.source, 'truncate', 0, NULL);
     UPDATE veil_private.streams SET broken_at = NULL, broken_sqlstate = NULL, needs_backfill = true
     WHERE streams.source = s.source;
     DELETE FROM veil_private.backfill_progress b WHERE b.source = s.source;
@@ -195,7 +184,8 @@ END
 $$;
 
 -- Backfill batches and re-tokenization write the change log like the
--- triggers: the keys a batch wrote, the old-version keys it removed.
+-- triggers: the keys a batch wrote, the old-version keys it removed. A
+-- backfill batch gathers its keys only when they will be logged.
 CREATE FUNCTION veil_private.logs_changes(source oid)
 RETURNS boolean
 LANGUAGE sql STABLE STRICT
@@ -254,12 +244,11 @@ BEGIN
         CASE WHEN last_key IS NULL THEN 'true' ELSE pg_catalog.format('(%s) > (%s)', key_list, key_typed) END,
         CASE WHEN done THEN 'true' ELSE pg_catalog.format('(%s) <= (%s)', key_list, upper_typed) END,
         veil_private.copy_write(s.source, 'batch', true),
-        (SELECT pg_catalog.string_agg('t.' || pg_catalog.quote_ident(c.name), ', ' ORDER BY c.attnum)
-         FROM veil_private.copy_columns(s.source, s.policy) c WHERE c.is_key))
+        veil_private.copy_key_columns(s.source))
     INTO copied, written, keys
     USING last_key, upper_key, logged;
     IF logged AND written > 0 THEN
-        PERFORM veil_private.log_change((SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid = s.target), 'upsert', written, keys);
+        PERFORM veil_private.log_change(s.source, 'upsert', written, keys);
     END IF;
     -- The next batch starts after this one's upper key (when done, it matters no more).
     last_key := coalesce(upper_key, last_key);
@@ -294,11 +283,10 @@ BEGIN
         ' gone AS (DELETE FROM %1$s AS t USING doomed WHERE t.ctid = doomed.ctid RETURNING %4$s)'
         ' SELECT count(*), json_agg(gone) FROM gone',
         s.target::regclass, stale, batch_size,
-        (SELECT pg_catalog.string_agg('t.' || pg_catalog.quote_ident(c.name), ', ' ORDER BY c.attnum)
-         FROM veil_private.copy_columns(s.source, s.policy) c WHERE c.is_key))
+        veil_private.copy_key_columns(s.source))
     INTO deleted, keys;
-    IF deleted > 0 AND veil_private.logs_changes(s.source) THEN
-        PERFORM veil_private.log_change((SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid = s.target), 'delete', deleted, keys);
+    IF deleted > 0 THEN
+        PERFORM veil_private.log_change(s.source, 'delete', deleted, keys);
     END IF;
     RETURN deleted;
 END
@@ -333,7 +321,7 @@ BEGIN
             BEGIN
                 PERFORM veil_private.build_stream(streamed.source);
             EXCEPTION WHEN OTHERS THEN
-                IF pg_catalog.left(SQLSTATE, 2) IN ('40', '53', '54', '57', '58', 'XX') THEN
+                IF veil_private.fails_the_transaction(SQLSTATE) THEN
                     RAISE;
                 END IF;
             END;
